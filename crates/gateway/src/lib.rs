@@ -1,0 +1,1 @@
+//! whatsip-gateway library (work in progress).

@@ -1,0 +1,2 @@
+//! whatsip gateway binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! whatsip-media (work in progress).

@@ -1,0 +1,1 @@
+//! whatsip-meta (work in progress).

@@ -1,0 +1,1 @@
+//! whatsip-sim library (work in progress).

@@ -1,0 +1,2 @@
+//! whatsip-sim binary.
+fn main() {}

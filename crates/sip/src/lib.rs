@@ -1,0 +1,1 @@
+//! whatsip-sip (work in progress).

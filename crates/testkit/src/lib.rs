@@ -1,0 +1,1 @@
+//! whatsip-testkit (work in progress).
