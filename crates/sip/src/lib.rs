@@ -1,1 +1,4 @@
 //! whatsip-sip (work in progress).
+
+#[cfg(feature = "rt")]
+pub mod transport;
