@@ -5,5 +5,6 @@
 //! Cores never touch sockets, clocks or threads; the tokio drivers behind the `rt` feature do.
 
 mod rtp;
+pub mod webrtc;
 
 pub use rtp::{RtpError, RtpPacket, RtpTs, SeqNo, Ssrc, is_rtcp};
