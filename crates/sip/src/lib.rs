@@ -1,4 +1,11 @@
-//! whatsip-sip (work in progress).
+//! whatsip-sip: SIP signalling for whatsip.
+//!
+//! The core of this crate is sans-IO: it parses and prints messages, runs the four
+//! RFC 3261 transaction machines and dialogs, and never touches a socket or a clock.
+
+pub mod message;
+
+pub use message::*;
 
 #[cfg(feature = "rt")]
 pub mod transport;
