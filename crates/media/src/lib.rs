@@ -5,6 +5,7 @@
 //! Cores never touch sockets, clocks or threads; the tokio drivers behind the `rt` feature do.
 
 mod rtp;
+pub mod phone;
 pub mod webrtc;
 
 pub use rtp::{RtpError, RtpPacket, RtpTs, SeqNo, Ssrc, is_rtcp};

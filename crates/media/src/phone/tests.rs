@@ -1,0 +1,240 @@
+//! In-memory loopback: our WhatsApp leg ⇄ the phone, on a virtual clock, no sockets.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::webrtc::{WaLeg, WaLegConfig};
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+const LEG: &str = "127.0.0.1:40000";
+const PHONE: &str = "127.0.0.1:3484";
+
+struct Pair {
+    leg: WaLeg,
+    phone: PhonePeer,
+    now: Instant,
+    leg_events: Vec<WaLegEvent>,
+    phone_events: Vec<WaLegEvent>,
+}
+
+impl Pair {
+    /// Moves datagrams both ways and fires timers until `until`, bounded in steps.
+    fn run(&mut self, until: Instant) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            while let Some(d) = self.leg.poll_datagram() {
+                assert_eq!(d.destination, PHONE.parse::<SocketAddr>().unwrap());
+                self.phone
+                    .handle_datagram(self.now, d.source, d.destination, &d.contents);
+                moved = true;
+            }
+            while let Some(d) = self.phone.poll_datagram() {
+                self.leg
+                    .handle_datagram(self.now, d.source, d.destination, &d.contents);
+                moved = true;
+            }
+            while let Some(e) = self.leg.poll_event() {
+                self.leg_events.push(e);
+            }
+            while let Some(e) = self.phone.poll_event() {
+                self.phone_events.push(e);
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.leg.poll_timeout(), self.phone.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next.filter(|n| *n <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = next.max(self.now);
+            self.leg.handle_timeout(self.now);
+            self.phone.handle_timeout(self.now);
+        }
+        panic!(
+            "no progress: leg {:?} {:?} phone {:?} {:?} now {:?}",
+            self.leg,
+            self.leg.poll_timeout().map(|t| t - self.now),
+            self.phone,
+            self.phone
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(self.now)),
+            self.now
+        );
+    }
+}
+
+fn user_initiated() -> Pair {
+    let now = t0();
+    let phone_cfg = PhoneConfig {
+        candidates: vec![PHONE.parse().unwrap()],
+        ..PhoneConfig::default()
+    };
+    let (phone, offer) = PhonePeer::offer(&phone_cfg, now).unwrap();
+    let leg_cfg = WaLegConfig {
+        candidates: vec![LEG.parse().unwrap()],
+        ..WaLegConfig::default()
+    };
+    let (leg, answer) = WaLeg::answer(&leg_cfg, &offer, now).unwrap();
+    let mut pair = Pair {
+        leg,
+        phone,
+        now,
+        leg_events: vec![],
+        phone_events: vec![],
+    };
+    pair.phone.accept_answer(&answer, now).unwrap();
+    pair
+}
+
+#[test]
+fn phone_offer_is_shaped_like_metas() {
+    let cfg = PhoneConfig {
+        candidates: vec![
+            "127.0.0.1:3484".parse().unwrap(),
+            "[::1]:3484".parse().unwrap(),
+        ],
+        ..PhoneConfig::default()
+    };
+    let (_p, offer) = PhonePeer::offer(&cfg, t0()).unwrap();
+    let s = SdpSummary::parse(&offer);
+    assert!(s.ice_lite);
+    assert_eq!(s.setup, Some(SetupRole::ActPass));
+    assert_eq!(s.mid.as_deref(), Some("audio"));
+    assert_eq!(s.bundle, vec!["audio".to_owned()]);
+    assert_eq!(s.m_payload_types, vec![111, 126]);
+    assert_eq!(s.candidates.len(), 2);
+    assert!(offer.contains("a=ssrc:1047224411 cname:WhatsAppAudioStream1\r\n"));
+    assert!(offer.contains("network-cost 50"));
+}
+
+#[test]
+fn leg_and_phone_connect_and_carry_opus_and_dtmf_both_ways() {
+    let mut pair = user_initiated();
+    let start = pair.now;
+    pair.run(start + Duration::from_secs(5));
+    assert!(pair.leg.is_connected(), "{:?}", pair.leg_events);
+    assert!(pair.phone.is_connected(), "{:?}", pair.phone_events);
+    assert!(pair.leg_events.contains(&WaLegEvent::Connected));
+
+    let mut phone_audio = PhoneAudio::new(PhoneAudioConfig {
+        tone_hz: Some(1_000.0),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut far_audio = PhoneAudio::new(PhoneAudioConfig {
+        tone_hz: Some(400.0),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut leg_heard = PhoneAudio::new(PhoneAudioConfig::default()).unwrap();
+    phone_audio.send_digits("5");
+    far_audio.send_digits("#");
+    let mut received_by_leg = Vec::new();
+    for i in 0..100u32 {
+        let at = pair.now + Duration::from_millis(20);
+        pair.run(at);
+        let _ = i;
+        for p in phone_audio.handle_tick(pair.now) {
+            pair.phone.send_rtp(&p, pair.now).unwrap();
+        }
+        for p in far_audio.handle_tick(pair.now) {
+            pair.leg.send_rtp(&p, pair.now).unwrap();
+        }
+        pair.run(pair.now);
+        for e in pair.leg_events.drain(..) {
+            if let WaLegEvent::Rtp(p) = e {
+                leg_heard.handle_rtp(&p, pair.now);
+                received_by_leg.push(p);
+            }
+        }
+        for e in pair.phone_events.drain(..) {
+            if let WaLegEvent::Rtp(p) = e {
+                phone_audio.handle_rtp(&p, pair.now);
+            }
+        }
+    }
+    let at_leg = leg_heard.report();
+    assert_eq!(at_leg.tone.as_ref().unwrap().freq_hz, 1_000.0, "{at_leg:?}");
+    assert_eq!(at_leg.digits, "5");
+    assert_eq!(at_leg.lost_packets, 0);
+    // Raw RTP: the phone's seq/ts/PT arrive untouched, on the phone's single SSRC.
+    assert!(
+        received_by_leg
+            .iter()
+            .all(|p| p.ssrc.0 == pair.phone.local_ssrc())
+    );
+    assert!(
+        received_by_leg
+            .windows(2)
+            .all(|w| w[1].seq.0 == w[0].seq.0.wrapping_add(1))
+    );
+    let at_phone = phone_audio.report();
+    assert_eq!(
+        at_phone.tone.as_ref().unwrap().freq_hz,
+        400.0,
+        "{at_phone:?}"
+    );
+    assert_eq!(at_phone.digits, "#");
+    assert!(at_phone.packets_received >= 95, "{at_phone:?}");
+}
+
+#[test]
+fn business_offer_answered_by_phone_with_either_dtls_role_connects() {
+    for role in [SetupRole::Active, SetupRole::Passive] {
+        let now = t0();
+        let leg_cfg = WaLegConfig {
+            candidates: vec![LEG.parse().unwrap()],
+            ..WaLegConfig::default()
+        };
+        let (mut leg, offer) = WaLeg::offer(&leg_cfg, now).unwrap();
+        let phone_cfg = PhoneConfig {
+            candidates: vec![PHONE.parse().unwrap()],
+            answer_setup: role,
+            ..PhoneConfig::default()
+        };
+        let (phone, answer) = PhonePeer::answer(&phone_cfg, &offer, now).unwrap();
+        let s = SdpSummary::parse(&answer);
+        assert!(s.ice_lite);
+        assert_eq!(s.setup, Some(role));
+        assert_eq!(s.mid, SdpSummary::parse(&offer).mid);
+        leg.accept_answer(&answer, now).unwrap();
+        let mut pair = Pair {
+            leg,
+            phone,
+            now,
+            leg_events: vec![],
+            phone_events: vec![],
+        };
+        pair.run(now + Duration::from_secs(5));
+        assert!(
+            pair.leg.is_connected() && pair.phone.is_connected(),
+            "{role:?} {:?}",
+            pair.leg_events
+        );
+        let ssrc = pair.leg.local_ssrc().unwrap();
+        assert_eq!(SdpSummary::parse(&offer).ssrcs, vec![ssrc]);
+    }
+}
+
+#[test]
+fn hang_up_closes_both_sides() {
+    let mut pair = user_initiated();
+    let t = pair.now + Duration::from_secs(5);
+    pair.run(t);
+    assert!(pair.leg.is_connected());
+    pair.leg.hang_up(pair.now);
+    let t = pair.now + Duration::from_secs(2);
+    pair.run(t);
+    assert!(pair.leg.is_terminated());
+    assert!(pair.leg_events.contains(&WaLegEvent::Closed));
+    assert!(pair.phone.is_terminated(), "{:?}", pair.phone_events);
+}
