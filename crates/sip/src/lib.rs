@@ -8,4 +8,6 @@ pub mod message;
 pub use message::*;
 
 #[cfg(feature = "rt")]
+pub mod endpoint;
+#[cfg(feature = "rt")]
 pub mod transport;

@@ -1,0 +1,1010 @@
+//! The endpoint task: owns every transaction and drives them from the network, commands
+//! and timers (STYLE.md §1 driver rules).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, trace, warn};
+
+use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent, Timers};
+use super::via::{advertised, stamp_received, via_routing};
+use super::{
+    ClientEvent, ClientTxnHandle, ClientTxnId, Command, DialogKey, EndpointConfig, EndpointError,
+    EndpointEvent, IncomingRequest, ServerTxnId, SystemClock,
+};
+use crate::message::{
+    Branch, CallId, HeaderName, Host, Method, NameAddr, Request, Response, SipMessage, SipUri,
+    StatusCode, Tag, Transport as ViaTransport, Via, error_response,
+};
+use crate::transport::{Received, Target, Transport, TransportEvent, response_target};
+
+/// Capacity of each client transaction's event channel.
+const CLIENT_QUEUE: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Client(ClientTxnId),
+    Server(ServerTxnId),
+    Ping(usize),
+    AckCache,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    User(mpsc::Sender<ClientEvent>),
+    Cancel,
+    Ping(usize),
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    txn: ClientTxn,
+    key: (String, String),
+    target: Target,
+    purpose: Purpose,
+    cancel_pending: bool,
+    cancel_sent: bool,
+    /// To tags whose 2xx was already reported (forks report once each).
+    reported_2xx: HashSet<String>,
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    txn: ServerTxn,
+    key: (String, String),
+    reply: Target,
+    request: Request,
+    local_tag: Tag,
+    reported_no_ack: bool,
+}
+
+#[derive(Debug)]
+struct AckEntry {
+    bytes: Bytes,
+    target: Target,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct PingState {
+    up: Option<bool>,
+    seq: u32,
+    call_id: CallId,
+    tag: Tag,
+}
+
+pub(super) struct Driver {
+    config: Arc<EndpointConfig>,
+    timers: Timers,
+    transport: Transport,
+    transport_rx: mpsc::Receiver<TransportEvent>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<EndpointEvent>,
+    clock: SystemClock,
+    rng: StdRng,
+    next_id: u64,
+    clients: HashMap<ClientTxnId, ClientEntry>,
+    client_index: HashMap<(String, String), ClientTxnId>,
+    servers: HashMap<ServerTxnId, ServerEntry>,
+    server_index: HashMap<(String, String), ServerTxnId>,
+    /// INVITE server transactions answered 2xx, by (Call-ID, CSeq number), for 2xx ACKs.
+    accepted: HashMap<(String, u32), ServerTxnId>,
+    dialogs: HashSet<DialogKey>,
+    acks: HashMap<(String, u32), AckEntry>,
+    wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
+    pings: Vec<PingState>,
+    shutdown_deadline: Option<Instant>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        config: Arc<EndpointConfig>,
+        transport: Transport,
+        transport_rx: mpsc::Receiver<TransportEvent>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<EndpointEvent>,
+    ) -> Self {
+        let timers = Timers {
+            t1: config.t1,
+            t2: config.t2,
+            t4: config.t4,
+        };
+        let mut rng = StdRng::from_os_rng();
+        let pings = config
+            .ping
+            .iter()
+            .map(|_| PingState {
+                up: None,
+                seq: 0,
+                call_id: CallId::generate(&mut rng, None),
+                tag: Tag::generate(&mut rng),
+            })
+            .collect();
+        Self {
+            config,
+            timers,
+            transport,
+            transport_rx,
+            commands,
+            events,
+            clock: SystemClock,
+            rng,
+            next_id: 1,
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            accepted: HashMap::new(),
+            dialogs: HashSet::new(),
+            acks: HashMap::new(),
+            wakeups: BinaryHeap::new(),
+            pings,
+            shutdown_deadline: None,
+            shutdown_waiters: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let start = self.clock.now();
+        for i in 0..self.pings.len() {
+            self.wakeups.push(Reverse((start, Wake::Ping(i))));
+        }
+        let mut commands_open = true;
+        loop {
+            let deadline = self.wakeups.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.transport_rx.recv() => {
+                    let now = self.clock.now();
+                    match ev {
+                        Some(ev) => self.on_transport(ev, now),
+                        None => break,
+                    }
+                }
+                cmd = self.commands.recv(), if commands_open => {
+                    let now = self.clock.now();
+                    match cmd {
+                        Some(cmd) => self.on_command(cmd, now),
+                        None => {
+                            // Every handle is gone: nobody can answer requests any more.
+                            commands_open = false;
+                            self.begin_shutdown(now);
+                        }
+                    }
+                }
+                () = sleep => {
+                    let now = self.clock.now();
+                    self.on_wake(now);
+                }
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                let now = self.clock.now();
+                if self.in_flight() == 0 || now >= deadline {
+                    info!(in_flight = self.in_flight(), "endpoint stopped");
+                    break;
+                }
+            }
+        }
+        self.transport.shutdown();
+        for w in self.shutdown_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.clients.values().filter(|c| !c.txn.has_final()).count()
+            + self.servers.values().filter(|s| !s.txn.has_final()).count()
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_none() {
+            info!(in_flight = self.in_flight(), "endpoint shutting down");
+            self.shutdown_deadline = Some(now + self.config.shutdown_grace);
+            // Wake up at the deadline even if nothing else happens.
+            self.wakeups
+                .push(Reverse((now + self.config.shutdown_grace, Wake::AckCache)));
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    // ---- timers -------------------------------------------------------------------
+
+    fn on_wake(&mut self, now: Instant) {
+        while let Some(Reverse((at, wake))) = self.wakeups.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.wakeups.pop();
+            match wake {
+                Wake::Client(id) => {
+                    if let Some(e) = self.clients.get_mut(&id)
+                        && e.txn.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        e.txn.handle_timeout(now);
+                        self.flush_client(id, now);
+                    }
+                }
+                Wake::Server(id) => {
+                    if let Some(e) = self.servers.get_mut(&id)
+                        && e.txn.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        e.txn.handle_timeout(now);
+                        self.flush_server(id, now);
+                    }
+                }
+                Wake::Ping(i) => self.send_ping(i, now),
+                Wake::AckCache => self.acks.retain(|_, a| a.expires > now),
+            }
+        }
+    }
+
+    // ---- flushing cores -----------------------------------------------------------
+
+    fn flush_client(&mut self, id: ClientTxnId, now: Instant) {
+        let mut events = Vec::new();
+        let Some(e) = self.clients.get_mut(&id) else {
+            return;
+        };
+        while let Some(bytes) = e.txn.poll_transmit() {
+            if let Err(err) = self.transport.send(&e.target, bytes) {
+                warn!(target = %e.target.addr, error = %err, "send failed");
+            }
+        }
+        while let Some(ev) = e.txn.poll_event() {
+            events.push(ev);
+        }
+        if let Some(at) = e.txn.poll_timeout() {
+            self.wakeups.push(Reverse((at, Wake::Client(id))));
+        }
+        for ev in events {
+            self.on_client_event(id, ev, now);
+        }
+        if self.clients.get(&id).is_some_and(|e| e.txn.is_terminated())
+            && let Some(e) = self.clients.remove(&id)
+        {
+            self.client_index.remove(&e.key);
+            debug!(%id, "client transaction terminated");
+        }
+    }
+
+    fn flush_server(&mut self, id: ServerTxnId, _now: Instant) {
+        let Some(e) = self.servers.get_mut(&id) else {
+            return;
+        };
+        while let Some(bytes) = e.txn.poll_transmit() {
+            if let Err(err) = self.transport.send(&e.reply, bytes) {
+                warn!(target = %e.reply.addr, error = %err, "send failed");
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(ev) = e.txn.poll_event() {
+            let status = e.txn.last_response().map_or(0, |r| r.status.as_u16());
+            match ev {
+                ServerTxnEvent::AckTimeout => out.push(EndpointEvent::AckTimeout { id, status }),
+                ServerTxnEvent::NoAckFor2xx if !e.reported_no_ack => {
+                    e.reported_no_ack = true;
+                    out.push(EndpointEvent::AckTimeout { id, status });
+                }
+                ServerTxnEvent::NoAckFor2xx => {}
+            }
+        }
+        if let Some(at) = e.txn.poll_timeout() {
+            self.wakeups.push(Reverse((at, Wake::Server(id))));
+        }
+        if e.txn.is_terminated() {
+            let key = e.key.clone();
+            if let Some(e) = self.servers.remove(&id) {
+                self.server_index.remove(&key);
+                if let (Some(c), Some(s)) = (e.request.call_id(), e.request.cseq())
+                    && self.accepted.get(&(c.as_str().to_owned(), s.seq)) == Some(&id)
+                {
+                    self.accepted.remove(&(c.as_str().to_owned(), s.seq));
+                }
+            }
+            debug!(%id, "server transaction terminated");
+        }
+        for ev in out {
+            self.emit(ev);
+        }
+    }
+
+    fn emit(&mut self, ev: EndpointEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            warn!(error = %e, "endpoint event dropped: owner not reading");
+        }
+    }
+
+    // ---- client side --------------------------------------------------------------
+
+    fn on_client_event(&mut self, id: ClientTxnId, ev: ClientTxnEvent, now: Instant) {
+        let Some(e) = self.clients.get_mut(&id) else {
+            return;
+        };
+        match (&e.purpose, ev) {
+            (Purpose::User(tx), ClientTxnEvent::Response(resp)) => {
+                let tx = tx.clone();
+                let is_invite = e.txn.request().method == Method::Invite;
+                if resp.status.is_provisional() {
+                    let _ = tx.try_send(ClientEvent::Provisional(resp));
+                    if e.cancel_pending && !e.cancel_sent {
+                        self.send_cancel(id, now);
+                    }
+                    return;
+                }
+                let key = (
+                    resp.call_id()
+                        .map(|c| c.as_str().to_owned())
+                        .unwrap_or_default(),
+                    resp.cseq().map_or(0, |c| c.seq),
+                );
+                if is_invite && resp.status.is_success() {
+                    let to_tag = resp
+                        .to_tag()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default();
+                    if !e.reported_2xx.insert(to_tag) {
+                        // A retransmitted 2xx: the ACK was lost, send it again.
+                        if let Some(a) = self.acks.get(&key) {
+                            let _ = self.transport.send(&a.target, a.bytes.clone());
+                        }
+                        return;
+                    }
+                    if let (Some(c), Some(l), Some(r)) =
+                        (resp.call_id(), resp.from_tag(), resp.to_tag())
+                    {
+                        self.dialogs.insert(DialogKey {
+                            call_id: c,
+                            local_tag: l,
+                            remote_tag: r,
+                        });
+                    }
+                } else if e.txn.request().method == Method::Bye {
+                    self.forget_dialog_of(&resp, true);
+                }
+                let _ = tx.try_send(ClientEvent::Final(resp));
+            }
+            (Purpose::User(tx), ClientTxnEvent::Timeout) => {
+                let _ = tx.try_send(ClientEvent::Timeout);
+            }
+            (Purpose::Cancel, _) => {}
+            (Purpose::Ping(i), ev) => {
+                let i = *i;
+                let up = matches!(ev, ClientTxnEvent::Response(ref r) if r.status.is_final());
+                let timeout = matches!(ev, ClientTxnEvent::Timeout);
+                if up || timeout {
+                    self.set_peer(i, up);
+                }
+            }
+        }
+    }
+
+    fn set_peer(&mut self, i: usize, up: bool) {
+        let Some(p) = self.pings.get_mut(i) else {
+            return;
+        };
+        if p.up != Some(up) {
+            p.up = Some(up);
+            let target = self.config.ping[i].target.clone();
+            if up {
+                info!(peer = %target.addr, "peer up");
+            } else {
+                warn!(peer = %target.addr, "peer down");
+            }
+            self.emit(EndpointEvent::PeerStatus { target, up });
+        }
+    }
+
+    fn local_via(&mut self, target: &Target) -> Option<(Via, Branch)> {
+        let local = self.transport.local_addr_for(target.kind, target.addr)?;
+        let local = advertised(local, self.config.advertised_ip);
+        let branch = Branch::generate(&mut self.rng);
+        let host = match local.ip() {
+            std::net::IpAddr::V4(v4) => Host::Ipv4(v4),
+            std::net::IpAddr::V6(v6) => Host::Ipv6(v6),
+        };
+        let mut via = Via::new(
+            ViaTransport::parse(target.kind.as_str()),
+            host,
+            Some(local.port()),
+            &branch,
+        );
+        via.params.set("rport", None);
+        Some((via, branch))
+    }
+
+    fn start_client(
+        &mut self,
+        mut request: Request,
+        target: Target,
+        purpose: Purpose,
+        keep_via: bool,
+        now: Instant,
+    ) -> Result<(ClientTxnId, Request), EndpointError> {
+        if request.call_id().is_none() {
+            return Err(EndpointError::MissingHeader("Call-ID"));
+        }
+        if request.cseq().is_none() {
+            return Err(EndpointError::MissingHeader("CSeq"));
+        }
+        let branch = if keep_via {
+            request
+                .branch()
+                .ok_or(EndpointError::MissingHeader("Via"))?
+        } else {
+            let (via, branch) = self.local_via(&target).ok_or(EndpointError::Transport)?;
+            request.headers.push_front(HeaderName::VIA, via.to_string());
+            branch
+        };
+        if !request.headers.contains("Max-Forwards") {
+            request.headers.push(HeaderName::MAX_FORWARDS, "70");
+        }
+        if !request.headers.contains("User-Agent") {
+            request
+                .headers
+                .push(HeaderName::USER_AGENT, self.config.user_agent.clone());
+        }
+        let key = (
+            branch.as_str().to_owned(),
+            request.method.as_str().to_owned(),
+        );
+        let id = ClientTxnId(self.new_id());
+        let txn = ClientTxn::new(request.clone(), target.kind.is_reliable(), self.timers, now);
+        debug!(%id, method = %request.method, dest = %target.addr, "client transaction started");
+        self.client_index.insert(key.clone(), id);
+        self.clients.insert(
+            id,
+            ClientEntry {
+                txn,
+                key,
+                target,
+                purpose,
+                cancel_pending: false,
+                cancel_sent: false,
+                reported_2xx: HashSet::new(),
+            },
+        );
+        self.flush_client(id, now);
+        Ok((id, request))
+    }
+
+    fn send_cancel(&mut self, id: ClientTxnId, now: Instant) {
+        let Some(e) = self.clients.get_mut(&id) else {
+            return;
+        };
+        e.cancel_sent = true;
+        let cancel = e.txn.request().cancel();
+        let target = e.target.clone();
+        if let Err(err) = self.start_client(cancel, target, Purpose::Cancel, true, now) {
+            warn!(error = %err, "cannot send CANCEL");
+        }
+    }
+
+    fn send_ping(&mut self, i: usize, now: Instant) {
+        let Some(cfg) = self.config.ping.get(i).cloned() else {
+            return;
+        };
+        self.wakeups
+            .push(Reverse((now + cfg.interval, Wake::Ping(i))));
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let local = self
+            .transport
+            .local_addr_for(cfg.target.kind, cfg.target.addr)
+            .map(|a| advertised(a, self.config.advertised_ip));
+        let Some(local) = local else {
+            return;
+        };
+        let Some(p) = self.pings.get_mut(i) else {
+            return;
+        };
+        p.seq = p.seq.wrapping_add(1);
+        let mut req = Request::new(Method::Options, cfg.uri.clone());
+        let from_uri = SipUri::new(host_of(local))
+            .with_user("whatsip")
+            .with_port(local.port());
+        req.headers.push(
+            HeaderName::FROM,
+            NameAddr::new(from_uri).with_tag(&p.tag).to_string(),
+        );
+        req.headers
+            .push(HeaderName::TO, NameAddr::new(cfg.uri.clone()).to_string());
+        req.headers.push(HeaderName::CALL_ID, p.call_id.as_str());
+        req.headers
+            .push(HeaderName::CSEQ, format!("{} OPTIONS", p.seq));
+        req.headers.push(HeaderName::ACCEPT, "application/sdp");
+        if let Err(e) = self.start_client(req, cfg.target, Purpose::Ping(i), false, now) {
+            debug!(error = %e, "ping not sent");
+        }
+    }
+
+    // ---- commands -----------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::SendRequest {
+                request,
+                target,
+                reply,
+            } => {
+                if self.shutdown_deadline.is_some() {
+                    let _ = reply.send(Err(EndpointError::ShuttingDown));
+                    return;
+                }
+                let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+                let result = self
+                    .start_client(request, target, Purpose::User(tx), false, now)
+                    .map(|(id, request)| ClientTxnHandle { id, request, rx });
+                let _ = reply.send(result);
+            }
+            Command::Cancel { id } => {
+                let Some(e) = self.clients.get_mut(&id) else {
+                    return;
+                };
+                if e.txn.request().method != Method::Invite || e.txn.has_final() || e.cancel_sent {
+                    return;
+                }
+                // RFC 3261 §9.1: no CANCEL before a provisional response.
+                if e.txn.is_proceeding() {
+                    self.send_cancel(id, now);
+                } else {
+                    e.cancel_pending = true;
+                }
+            }
+            Command::Respond {
+                id,
+                response,
+                reply,
+            } => {
+                let r = self.respond(id, response, now);
+                let _ = reply.send(r);
+            }
+            Command::SendAck { ack, target, reply } => {
+                let _ = reply.send(self.send_ack(ack, target, now));
+            }
+            Command::ForgetDialog { key } => {
+                self.dialogs.remove(&key);
+            }
+            Command::Shutdown { done } => {
+                self.shutdown_waiters.push(done);
+                self.begin_shutdown(now);
+            }
+        }
+    }
+
+    fn send_ack(
+        &mut self,
+        mut ack: Request,
+        target: Target,
+        now: Instant,
+    ) -> Result<Request, EndpointError> {
+        let call_id = ack
+            .call_id()
+            .ok_or(EndpointError::MissingHeader("Call-ID"))?;
+        let seq = ack.cseq().ok_or(EndpointError::MissingHeader("CSeq"))?.seq;
+        let (via, _) = self.local_via(&target).ok_or(EndpointError::Transport)?;
+        ack.headers.push_front(HeaderName::VIA, via.to_string());
+        if !ack.headers.contains("Max-Forwards") {
+            ack.headers.push(HeaderName::MAX_FORWARDS, "70");
+        }
+        let bytes = Bytes::from(ack.to_bytes());
+        self.transport
+            .send(&target, bytes.clone())
+            .map_err(|_| EndpointError::Transport)?;
+        let expires = now + self.timers.t1.saturating_mul(64);
+        self.acks.insert(
+            (call_id.as_str().to_owned(), seq),
+            AckEntry {
+                bytes,
+                target,
+                expires,
+            },
+        );
+        self.wakeups.push(Reverse((expires, Wake::AckCache)));
+        Ok(ack)
+    }
+
+    fn respond(
+        &mut self,
+        id: ServerTxnId,
+        mut response: Response,
+        now: Instant,
+    ) -> Result<(), EndpointError> {
+        let Some(e) = self.servers.get_mut(&id) else {
+            return Err(EndpointError::NoSuchTransaction(id));
+        };
+        if response.status != StatusCode::TRYING && response.to_tag().is_none() {
+            // Keep one To tag per transaction, so 180, 200 and an automatic 487 agree.
+            add_to_tag(&mut response, &e.local_tag);
+        }
+        if !response.headers.contains("Server") {
+            response
+                .headers
+                .push(HeaderName::SERVER, self.config.user_agent.clone());
+        }
+        let is_invite = e.request.method == Method::Invite;
+        let is_bye = e.request.method == Method::Bye;
+        let status = response.status;
+        let dialog = dialog_of_response(&response, false);
+        if !e.txn.send_response(response, now) {
+            return Err(EndpointError::InvalidState);
+        }
+        let call_seq = e
+            .request
+            .call_id()
+            .zip(e.request.cseq())
+            .map(|(c, s)| (c.as_str().to_owned(), s.seq));
+        if is_invite && status.is_success() {
+            if let Some(d) = dialog {
+                self.dialogs.insert(d);
+            }
+            if let Some(k) = call_seq {
+                self.accepted.insert(k, id);
+            }
+        } else if is_bye
+            && status.is_final()
+            && let Some(d) = dialog
+        {
+            self.dialogs.remove(&d);
+        }
+        self.flush_server(id, now);
+        Ok(())
+    }
+
+    fn forget_dialog_of(&mut self, resp: &Response, uac: bool) {
+        if let Some(d) = dialog_of_response(resp, uac) {
+            self.dialogs.remove(&d);
+        }
+    }
+
+    // ---- network ------------------------------------------------------------------
+
+    fn on_transport(&mut self, ev: TransportEvent, now: Instant) {
+        match ev {
+            TransportEvent::Message(received) => self.on_message(received, now),
+            TransportEvent::ConnectFailed { kind, addr } => {
+                let failed: Vec<ClientTxnId> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, e)| {
+                        e.target.kind == kind && e.target.addr == addr && !e.txn.has_final()
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in failed {
+                    if let Some(e) = self.clients.get_mut(&id) {
+                        e.txn.terminate();
+                        match &e.purpose {
+                            Purpose::User(tx) => {
+                                let _ = tx.try_send(ClientEvent::TransportError);
+                            }
+                            Purpose::Ping(i) => {
+                                let i = *i;
+                                self.set_peer(i, false);
+                            }
+                            Purpose::Cancel => {}
+                        }
+                    }
+                    self.flush_client(id, now);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, received: Received, now: Instant) {
+        let limits = crate::message::ParseLimits {
+            max_message_bytes: self.config.transport.limits.max_message_bytes,
+            ..crate::message::ParseLimits::default()
+        };
+        match SipMessage::parse(&received.bytes, &limits) {
+            Ok(SipMessage::Request(req)) => self.on_request(req, &received, now),
+            Ok(SipMessage::Response(resp)) => self.on_response(resp, now),
+            Err(err) => {
+                self.transport.record_parse_error();
+                warn!(source = %received.source, error = %err, "malformed message");
+                if let Some(resp) = error_response(&received.bytes, &err) {
+                    let _ = self
+                        .transport
+                        .send(&received.reply_target(), Bytes::from(resp.to_bytes()));
+                }
+            }
+        }
+    }
+
+    fn on_response(&mut self, resp: Response, now: Instant) {
+        let key = resp
+            .branch()
+            .zip(resp.cseq())
+            .map(|(b, c)| (b.as_str().to_owned(), c.method.as_str().to_owned()));
+        if let Some(id) = key.as_ref().and_then(|k| self.client_index.get(k)).copied() {
+            if let Some(e) = self.clients.get_mut(&id) {
+                e.txn.handle_response(resp, now);
+            }
+            self.flush_client(id, now);
+            return;
+        }
+        // RFC 3261 §13.2.2.4: a 2xx retransmitted after the transaction ended still
+        // needs the ACK again.
+        if resp.status.is_success()
+            && resp.cseq().is_some_and(|c| c.method == Method::Invite)
+            && let Some(a) = resp
+                .call_id()
+                .zip(resp.cseq())
+                .and_then(|(c, s)| self.acks.get(&(c.as_str().to_owned(), s.seq)))
+        {
+            let _ = self.transport.send(&a.target, a.bytes.clone());
+            return;
+        }
+        debug!(status = resp.status.as_u16(), "unmatched response dropped");
+    }
+
+    fn on_request(&mut self, mut req: Request, received: &Received, now: Instant) {
+        let Some(via) = stamp_received(&mut req, received.source) else {
+            return;
+        };
+        let Some(reply) = via_routing(&via).and_then(|v| response_target(&v, received)) else {
+            debug!("no route for response; dropped");
+            return;
+        };
+        // Non-RFC 3261 branches (RFC 2543 peers) fall back to Call-ID + CSeq + From tag.
+        let branch = via
+            .branch()
+            .filter(Branch::is_rfc3261)
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_else(|| {
+                format!(
+                    "{}|{}|{}",
+                    req.call_id()
+                        .map(|c| c.as_str().to_owned())
+                        .unwrap_or_default(),
+                    req.cseq().map_or(0, |c| c.seq),
+                    req.from_tag()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default()
+                )
+            });
+        let method = req.method.clone();
+        trace!(%method, %branch, "request");
+        match method {
+            Method::Ack => self.on_ack(req, branch, now),
+            Method::Cancel => self.on_cancel(req, branch, reply, now),
+            _ => {
+                let key = (branch, method.as_str().to_owned());
+                if let Some(id) = self.server_index.get(&key).copied() {
+                    if let Some(e) = self.servers.get_mut(&id) {
+                        e.txn.handle_request(&req, now);
+                    }
+                    self.flush_server(id, now);
+                    return;
+                }
+                self.new_server_request(req, key, reply, received, now);
+            }
+        }
+    }
+
+    fn on_ack(&mut self, ack: Request, branch: String, now: Instant) {
+        if let Some(id) = self
+            .server_index
+            .get(&(branch, "INVITE".to_owned()))
+            .copied()
+        {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.txn.handle_request(&ack, now);
+            }
+            self.flush_server(id, now);
+            return;
+        }
+        let call_seq = ack
+            .call_id()
+            .zip(ack.cseq())
+            .map(|(c, s)| (c.as_str().to_owned(), s.seq));
+        if let Some(id) = call_seq.and_then(|k| self.accepted.get(&k)).copied() {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.txn.handle_request(&ack, now);
+            }
+            self.flush_server(id, now);
+        }
+        let dialog = dialog_of_request(&ack);
+        match dialog {
+            Some(d) if self.dialogs.contains(&d) => {
+                self.emit(EndpointEvent::Ack {
+                    request: ack,
+                    dialog: d,
+                });
+            }
+            _ => debug!("stray ACK dropped"),
+        }
+    }
+
+    fn on_cancel(&mut self, cancel: Request, branch: String, reply: Target, now: Instant) {
+        let cancel_key = (branch.clone(), "CANCEL".to_owned());
+        if let Some(id) = self.server_index.get(&cancel_key).copied() {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.txn.handle_request(&cancel, now);
+            }
+            self.flush_server(id, now);
+            return;
+        }
+        let invite = self
+            .server_index
+            .get(&(branch, "INVITE".to_owned()))
+            .copied();
+        let status = if invite.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CALL_DOES_NOT_EXIST
+        };
+        let cancel_id = self.add_server(cancel.clone(), cancel_key, reply, now);
+        let resp = cancel.response(status, None);
+        let _ = self.respond(cancel_id, resp, now);
+        let Some(invite_id) = invite else {
+            debug!("CANCEL matched nothing: 481");
+            return;
+        };
+        let pending = self
+            .servers
+            .get(&invite_id)
+            .is_some_and(|e| !e.txn.has_final());
+        if pending {
+            let resp = self
+                .servers
+                .get(&invite_id)
+                .map(|e| e.request.response(StatusCode::REQUEST_TERMINATED, None));
+            if let Some(resp) = resp {
+                let _ = self.respond(invite_id, resp, now);
+            }
+            info!(id = %invite_id, "INVITE cancelled");
+            self.emit(EndpointEvent::Cancelled {
+                id: invite_id,
+                cancel,
+            });
+        }
+    }
+
+    fn add_server(
+        &mut self,
+        request: Request,
+        key: (String, String),
+        reply: Target,
+        now: Instant,
+    ) -> ServerTxnId {
+        let id = ServerTxnId(self.new_id());
+        let txn = ServerTxn::new(&request, reply.kind.is_reliable(), self.timers, now);
+        let local_tag = request
+            .to_tag()
+            .unwrap_or_else(|| Tag::generate(&mut self.rng));
+        self.server_index.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                txn,
+                key,
+                reply,
+                request,
+                local_tag,
+                reported_no_ack: false,
+            },
+        );
+        id
+    }
+
+    fn new_server_request(
+        &mut self,
+        req: Request,
+        key: (String, String),
+        reply: Target,
+        received: &Received,
+        now: Instant,
+    ) {
+        let id = self.add_server(req.clone(), key, reply, now);
+        let is_invite = req.method == Method::Invite;
+        debug!(%id, method = %req.method, source = %received.source, "server transaction started");
+        if self.shutdown_deadline.is_some() {
+            let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
+            resp.headers.push(HeaderName::RETRY_AFTER, "30");
+            let _ = self.respond(id, resp, now);
+            return;
+        }
+        let dialog = dialog_of_request(&req);
+        if req.to_tag().is_some() {
+            if !dialog.as_ref().is_some_and(|d| self.dialogs.contains(d)) {
+                debug!(method = %req.method, "request for unknown dialog: 481");
+                let resp = req.response(StatusCode::CALL_DOES_NOT_EXIST, None);
+                let _ = self.respond(id, resp, now);
+                return;
+            }
+        } else if req.method == Method::Options && self.config.answer_options {
+            let mut resp = req.response(StatusCode::OK, None);
+            self.capabilities(&mut resp);
+            let _ = self.respond(id, resp, now);
+            return;
+        }
+        if is_invite {
+            // RFC 3261 §17.2.1: answer at once so the peer stops retransmitting.
+            let trying = req.response(StatusCode::TRYING, None);
+            let _ = self.respond(id, trying, now);
+        }
+        let event = EndpointEvent::Request(IncomingRequest {
+            id,
+            request: req.clone(),
+            kind: received.kind,
+            source: received.source,
+            dialog: if req.to_tag().is_some() { dialog } else { None },
+        });
+        if self.events.try_send(event).is_err() {
+            warn!("owner not reading events: 503");
+            let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
+            resp.headers.push(HeaderName::RETRY_AFTER, "5");
+            let _ = self.respond(id, resp, now);
+        }
+    }
+
+    fn capabilities(&self, resp: &mut Response) {
+        let allow = self
+            .config
+            .allow
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        resp.headers.push(HeaderName::ALLOW, allow);
+        resp.headers.push(HeaderName::ACCEPT, "application/sdp");
+        if !self.config.supported.is_empty() {
+            resp.headers
+                .push(HeaderName::SUPPORTED, self.config.supported.join(", "));
+        }
+    }
+}
+
+fn host_of(addr: std::net::SocketAddr) -> Host {
+    match addr.ip() {
+        std::net::IpAddr::V4(v4) => Host::Ipv4(v4),
+        std::net::IpAddr::V6(v6) => Host::Ipv6(v6),
+    }
+}
+
+/// The dialog of an incoming in-dialog request: local = To tag, remote = From tag.
+fn dialog_of_request(req: &Request) -> Option<DialogKey> {
+    Some(DialogKey {
+        call_id: req.call_id()?,
+        local_tag: req.to_tag()?,
+        remote_tag: req.from_tag()?,
+    })
+}
+
+/// The dialog of a response: as UAC we own the From tag, as UAS the To tag.
+fn dialog_of_response(resp: &Response, uac: bool) -> Option<DialogKey> {
+    let (local, remote) = if uac {
+        (resp.from_tag()?, resp.to_tag()?)
+    } else {
+        (resp.to_tag()?, resp.from_tag()?)
+    };
+    Some(DialogKey {
+        call_id: resp.call_id()?,
+        local_tag: local,
+        remote_tag: remote,
+    })
+}
+
+fn add_to_tag(resp: &mut Response, tag: &Tag) {
+    if let Some(h) = resp.headers.iter_mut().find(|h| h.name.is("To")) {
+        h.value = format!("{};tag={}", h.value, tag);
+    }
+}

@@ -1,0 +1,459 @@
+//! The tokio `Endpoint`: transactions over the transports, for the gateway to use.
+//!
+//! One driver task owns the transaction table, the dialog set and the transport's event
+//! stream. [`Endpoint`] handles (cheap clones) talk to it over a bounded `mpsc`; each client
+//! transaction reports back on its own channel ([`ClientTxnHandle`]). The driver follows
+//! the crate's drive-loop contract: after each input it drains every core's
+//! `poll_transmit`/`poll_event`, then arms one timer at the earliest `poll_timeout`; the
+//! clock is read once per wake-up through [`SystemClock`].
+//!
+//! What it does for the user:
+//! - stamps `received`/`rport` on incoming requests (RFC 3261 §18.2.1, RFC 3581) and routes
+//!   responses per §18.2.2;
+//! - answers malformed requests with 400 (or 505/513) when the parser can build one, drops
+//!   and counts the rest;
+//! - sends `100 Trying` for every INVITE at once;
+//! - answers CANCEL: 200 to the CANCEL, 487 to the INVITE, and reports
+//!   [`EndpointEvent::Cancelled`]; 481 when nothing matches;
+//! - answers out-of-dialog OPTIONS with 200 (Allow/Accept/Supported) and pings configured
+//!   peers with OPTIONS, reporting [`EndpointEvent::PeerStatus`] on change;
+//! - tracks dialogs created by 2xx to INVITE (either direction) and answers 481 to
+//!   in-dialog requests for unknown dialogs; drops stray ACKs and unmatched responses
+//!   (re-sending the ACK for a retransmitted 2xx);
+//! - on [`Endpoint::shutdown`], stops taking new requests (503) and lets transactions in
+//!   flight finish, bounded by [`EndpointConfig::shutdown_grace`].
+
+mod driver;
+mod txn;
+mod via;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message::{CallId, Method, Request, Response, Tag};
+use crate::transport::{Target, Transport, TransportConfig, TransportError, TransportKind};
+
+pub use via::{stamp_received, via_routing};
+
+/// The one place that reads the clock (STYLE.md §1).
+///
+/// Uses tokio's clock so that tests under `start_paused` see virtual time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl SystemClock {
+    /// The current instant.
+    #[allow(clippy::disallowed_methods)]
+    pub fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A peer to ping with OPTIONS to learn whether it is up.
+#[derive(Debug, Clone)]
+pub struct PingTarget {
+    /// Where to send.
+    pub target: Target,
+    /// Request-URI of the OPTIONS (e.g. `sip:pbx.example.com`).
+    pub uri: crate::message::Uri,
+    /// Time between pings. A ping that times out (Timer F) marks the peer down; any
+    /// response marks it up.
+    pub interval: Duration,
+}
+
+/// Endpoint configuration. `Default` holds production values and no listeners.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Sockets and limits.
+    pub transport: TransportConfig,
+    /// T1 (RTT estimate), default 500 ms, RFC 3261 §17.1.1.1.
+    pub t1: Duration,
+    /// T2 (max non-INVITE / response retransmit interval), default 4 s.
+    pub t2: Duration,
+    /// T4 (max time a message stays in the network), default 5 s.
+    pub t4: Duration,
+    /// `User-Agent`/`Server` header value.
+    pub user_agent: String,
+    /// Methods listed in `Allow` (OPTIONS answers, 405s).
+    pub allow: Vec<Method>,
+    /// Option tags listed in `Supported`.
+    pub supported: Vec<String>,
+    /// Address to put in Via/Contact when listening on an unspecified address.
+    pub advertised_ip: Option<IpAddr>,
+    /// Answer out-of-dialog OPTIONS automatically (true) or pass them up (false).
+    pub answer_options: bool,
+    /// Peers to ping with OPTIONS.
+    pub ping: Vec<PingTarget>,
+    /// How long [`Endpoint::shutdown`] waits for transactions in flight. Default 32 s.
+    pub shutdown_grace: Duration,
+    /// Capacity of the command channel and of the event channel. Default 1024.
+    pub queue: usize,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            transport: TransportConfig::default(),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            user_agent: concat!("whatsip/", env!("CARGO_PKG_VERSION")).to_owned(),
+            allow: vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Bye,
+                Method::Cancel,
+                Method::Options,
+                Method::Info,
+                Method::Update,
+            ],
+            supported: vec!["timer".to_owned()],
+            advertised_ip: None,
+            answer_options: true,
+            ping: Vec::new(),
+            shutdown_grace: Duration::from_secs(32),
+            queue: 1024,
+        }
+    }
+}
+
+/// Identifies a server transaction, to answer it with [`Endpoint::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxnId(u64);
+
+impl fmt::Display for ServerTxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stx#{}", self.0)
+    }
+}
+
+/// Identifies a client transaction, to cancel it with [`Endpoint::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxnId(u64);
+
+impl fmt::Display for ClientTxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ctx#{}", self.0)
+    }
+}
+
+/// A dialog as the endpoint tracks it for matching (RFC 3261 §12): Call-ID and both tags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogKey {
+    /// Call-ID.
+    pub call_id: CallId,
+    /// Our tag.
+    pub local_tag: Tag,
+    /// The peer's tag.
+    pub remote_tag: Tag,
+}
+
+/// A request received from the network, with where it came from.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    /// Answer it with [`Endpoint::respond`].
+    pub id: ServerTxnId,
+    /// The request, `received`/`rport` already stamped on its top Via.
+    pub request: Request,
+    /// Transport it came over.
+    pub kind: TransportKind,
+    /// Packet source.
+    pub source: SocketAddr,
+    /// The dialog it belongs to, for in-dialog requests.
+    pub dialog: Option<DialogKey>,
+}
+
+/// What the endpoint reports to its owner.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EndpointEvent {
+    /// A new request (out of dialog, or in a known dialog). INVITEs already got 100 Trying.
+    Request(IncomingRequest),
+    /// A CANCEL matched this INVITE: 200 went to the CANCEL and 487 to the INVITE.
+    Cancelled {
+        /// The cancelled INVITE's transaction.
+        id: ServerTxnId,
+        /// The CANCEL request.
+        cancel: Request,
+    },
+    /// An ACK for a 2xx we sent (it confirms the dialog).
+    Ack {
+        /// The ACK.
+        request: Request,
+        /// Its dialog.
+        dialog: DialogKey,
+    },
+    /// No ACK came for a final response (Timer H, or Timer L after a 2xx: RFC 3261
+    /// §13.3.1.4 says the dialog should be ended with BYE).
+    AckTimeout {
+        /// The INVITE's transaction.
+        id: ServerTxnId,
+        /// The status that went unacknowledged.
+        status: u16,
+    },
+    /// A pinged peer changed state.
+    PeerStatus {
+        /// The peer.
+        target: Target,
+        /// Whether it answered the last ping.
+        up: bool,
+    },
+}
+
+/// What a client transaction reports on its [`ClientTxnHandle`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A 1xx.
+    Provisional(Response),
+    /// The final response (a 2xx to INVITE may be followed by more 2xx from forks).
+    Final(Response),
+    /// Timer B/F: no final response (treat as 408, RFC 3261 §8.1.3.1).
+    Timeout,
+    /// The connection to the target could not be opened (treat as 503, §8.1.3.1).
+    TransportError,
+}
+
+/// The receiving end of one client transaction.
+#[derive(Debug)]
+pub struct ClientTxnHandle {
+    /// The transaction, for [`Endpoint::cancel`].
+    pub id: ClientTxnId,
+    /// The request as sent (with our Via), for building ACK/CANCEL or the dialog.
+    pub request: Request,
+    rx: mpsc::Receiver<ClientEvent>,
+}
+
+impl ClientTxnHandle {
+    /// The next event; `None` once the transaction is over and everything was read.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+
+    /// Skips provisional responses and returns the final outcome.
+    pub async fn final_response(&mut self) -> Result<Response, EndpointError> {
+        loop {
+            match self.rx.recv().await {
+                Some(ClientEvent::Provisional(_)) => {}
+                Some(ClientEvent::Final(r)) => return Ok(r),
+                Some(ClientEvent::Timeout) => return Err(EndpointError::Timeout),
+                Some(ClientEvent::TransportError) | None => {
+                    return Err(EndpointError::Transport);
+                }
+            }
+        }
+    }
+}
+
+/// Endpoint failures reported to callers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// Starting the transports failed.
+    #[error(transparent)]
+    Bind(#[from] TransportError),
+    /// The endpoint task has stopped.
+    #[error("endpoint stopped")]
+    Stopped,
+    /// The endpoint is shutting down and takes no new transactions.
+    #[error("endpoint shutting down")]
+    ShuttingDown,
+    /// No server transaction with that id (already answered finally and gone).
+    #[error("no server transaction {0}")]
+    NoSuchTransaction(ServerTxnId),
+    /// The transaction's state allows no such response (e.g. a second final).
+    #[error("response not allowed in the transaction state")]
+    InvalidState,
+    /// The request lacks a header the endpoint needs (Call-ID, CSeq, From, To).
+    #[error("request missing {0}")]
+    MissingHeader(&'static str),
+    /// No final response before Timer B/F.
+    #[error("transaction timed out")]
+    Timeout,
+    /// The transport failed to reach the target.
+    #[error("transport error")]
+    Transport,
+}
+
+/// Commands from handles to the driver.
+#[derive(Debug)]
+enum Command {
+    SendRequest {
+        request: Request,
+        target: Target,
+        reply: oneshot::Sender<Result<ClientTxnHandle, EndpointError>>,
+    },
+    Cancel {
+        id: ClientTxnId,
+    },
+    Respond {
+        id: ServerTxnId,
+        response: Response,
+        reply: oneshot::Sender<Result<(), EndpointError>>,
+    },
+    SendAck {
+        ack: Request,
+        target: Target,
+        reply: oneshot::Sender<Result<Request, EndpointError>>,
+    },
+    ForgetDialog {
+        key: DialogKey,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle on the endpoint task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    commands: mpsc::Sender<Command>,
+    transport: Transport,
+    config: std::sync::Arc<EndpointConfig>,
+}
+
+impl Endpoint {
+    /// Binds the transports and starts the endpoint task.
+    ///
+    /// Returns the handle and the stream of [`EndpointEvent`]s (keep reading it: when it
+    /// is full the endpoint stops reading the network).
+    pub async fn start(
+        config: EndpointConfig,
+    ) -> Result<(Self, mpsc::Receiver<EndpointEvent>), EndpointError> {
+        let (transport, transport_rx) = Transport::bind(config.transport.clone()).await?;
+        let (commands, commands_rx) = mpsc::channel(config.queue.max(1));
+        let (events, events_rx) = mpsc::channel(config.queue.max(1));
+        let config = std::sync::Arc::new(config);
+        let driver = driver::Driver::new(
+            config.clone(),
+            transport.clone(),
+            transport_rx,
+            commands_rx,
+            events,
+        );
+        let span = tracing::info_span!("sip_endpoint");
+        tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        Ok((
+            Self {
+                commands,
+                transport,
+                config,
+            },
+            events_rx,
+        ))
+    }
+
+    /// The transport (bound addresses, counters).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The address to advertise in Via/Contact for `kind` towards `peer`.
+    pub fn local_addr(&self, kind: TransportKind, peer: SocketAddr) -> Option<SocketAddr> {
+        let addr = self.transport.local_addr_for(kind, peer)?;
+        Some(via::advertised(addr, self.config.advertised_ip))
+    }
+
+    /// Sends a request in a new client transaction and returns its event stream.
+    ///
+    /// The endpoint puts its own Via on top (fresh branch, `rport`) and adds
+    /// `Max-Forwards: 70` and `User-Agent` when missing. Everything else (From with tag,
+    /// To, Call-ID, CSeq, Contact, body) is the caller's. A 2xx to an INVITE creates a
+    /// tracked dialog.
+    pub async fn send_request(
+        &self,
+        request: Request,
+        target: Target,
+    ) -> Result<ClientTxnHandle, EndpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::SendRequest {
+            request,
+            target,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EndpointError::Stopped)?
+    }
+
+    /// Cancels an INVITE client transaction (RFC 3261 §9.1). The CANCEL goes out once a
+    /// provisional response has arrived; the INVITE then normally ends with 487.
+    pub async fn cancel(&self, id: ClientTxnId) -> Result<(), EndpointError> {
+        self.command(Command::Cancel { id }).await
+    }
+
+    /// Sends a response in a server transaction. A 2xx to INVITE (with a To tag) creates a
+    /// tracked dialog and is resent until the ACK arrives.
+    pub async fn respond(&self, id: ServerTxnId, response: Response) -> Result<(), EndpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Respond {
+            id,
+            response,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| EndpointError::Stopped)?
+    }
+
+    /// Sends the ACK for a 2xx (RFC 3261 §13.2.2.4), outside any transaction. The endpoint
+    /// adds a Via with a fresh branch, remembers the ACK and re-sends it whenever the 2xx
+    /// is retransmitted. Returns the ACK as sent.
+    pub async fn send_ack(&self, ack: Request, target: Target) -> Result<Request, EndpointError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::SendAck { ack, target, reply })
+            .await?;
+        rx.await.map_err(|_| EndpointError::Stopped)?
+    }
+
+    /// Stops tracking a dialog (after its BYE); later requests in it get 481.
+    pub async fn forget_dialog(&self, key: DialogKey) -> Result<(), EndpointError> {
+        self.command(Command::ForgetDialog { key }).await
+    }
+
+    /// Graceful shutdown: new requests get 503, transactions in flight finish (bounded by
+    /// [`EndpointConfig::shutdown_grace`]), then the transports close. Resolves when done.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.command(Command::Shutdown { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn command(&self, c: Command) -> Result<(), EndpointError> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| EndpointError::Stopped)
+    }
+}
+
+/// Builds the 2xx ACK for `invite` answered by `response` (RFC 3261 §13.2.2.4), without
+/// Via (the endpoint adds it): Request-URI from the remote target (Contact), Route from
+/// the reversed Record-Route, CSeq number of the INVITE.
+pub fn ack_for_2xx(invite: &Request, response: &Response) -> Request {
+    use crate::message::HeaderName;
+    let target = response
+        .headers
+        .contacts()
+        .and_then(|c| c.addresses().first().map(|a| a.uri.clone()))
+        .unwrap_or_else(|| invite.uri.clone());
+    let mut ack = Request::new(Method::Ack, target);
+    ack.headers.push(HeaderName::MAX_FORWARDS, "70");
+    for rr in response.headers.raw_list("Record-Route").into_iter().rev() {
+        ack.headers.push(HeaderName::ROUTE, rr);
+    }
+    if let Some(f) = invite.headers.get("From") {
+        ack.headers.push(HeaderName::FROM, f);
+    }
+    if let Some(t) = response.headers.get("To") {
+        ack.headers.push(HeaderName::TO, t);
+    }
+    if let Some(c) = invite.headers.get("Call-ID") {
+        ack.headers.push(HeaderName::CALL_ID, c);
+    }
+    let seq = invite.cseq().map_or(1, |c| c.seq);
+    ack.headers.push(HeaderName::CSEQ, format!("{seq} ACK"));
+    ack
+}

@@ -1,0 +1,293 @@
+//! Endpoint against endpoint over loopback UDP and TCP: INVITE/180/200/ACK/BYE, 486,
+//! CANCEL, OPTIONS, 481 for unknown dialogs, malformed input, shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::uas::{UasStats, run_uas};
+use common::*;
+use whatsip_sip::endpoint::{ClientEvent, EndpointEvent};
+use whatsip_sip::message::{HeaderName, Method, NameAddr, Request, Uri};
+use whatsip_sip::transport::{Target, TransportKind};
+
+async fn uas() -> (whatsip_sip::endpoint::Endpoint, Arc<Mutex<UasStats>>) {
+    let (ep, events) = endpoint(|_| {}).await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(ep.clone(), events, stats.clone()));
+    (ep, stats)
+}
+
+async fn call_answered(kind: TransportKind) {
+    let (server, stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    let target = Target::new(kind, addr_of(&server, kind));
+    let out = uac_call(
+        &client,
+        target,
+        "sip:answer@127.0.0.1",
+        Duration::from_millis(50),
+        1,
+    )
+    .await;
+    assert_eq!(out.final_status, 200);
+    assert!(out.provisionals.contains(&100), "automatic 100 Trying");
+    assert!(out.provisionals.contains(&180));
+    assert_eq!(out.bye_status, Some(200));
+    // The ACK reaches the UAS as an event shortly after.
+    for _ in 0..100 {
+        if stats.lock().unwrap().acks == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.invites, s.answered, s.acks, s.byes), (1, 1, 1, 1));
+}
+
+#[tokio::test]
+async fn udp_call_invite_180_200_ack_bye() {
+    call_answered(TransportKind::Udp).await;
+}
+
+#[tokio::test]
+async fn tcp_call_invite_180_200_ack_bye() {
+    call_answered(TransportKind::Tcp).await;
+}
+
+#[tokio::test]
+async fn busy_486_is_final_and_acked_in_transaction() {
+    let (server, stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    let target = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
+    let out = uac_call(&client, target, "sip:busy@127.0.0.1", Duration::ZERO, 2).await;
+    assert_eq!(out.final_status, 486);
+    assert_eq!(stats.lock().unwrap().busy, 1);
+}
+
+#[tokio::test]
+async fn cancel_after_180_gives_487_and_event() {
+    let (server, stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    let kind = TransportKind::Udp;
+    let target = Target::new(kind, addr_of(&server, kind));
+    let local = client.local_addr(kind, target.addr).unwrap();
+    let mut h = client
+        .send_request(invite(local, kind, "sip:ring@127.0.0.1", 3), target)
+        .await
+        .unwrap();
+    // Cancel at once: the endpoint holds the CANCEL until a provisional arrives (§9.1).
+    client.cancel(h.id).await.unwrap();
+    let resp = tokio::time::timeout(WAIT, h.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 487);
+    for _ in 0..100 {
+        if stats.lock().unwrap().cancelled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stats.lock().unwrap().cancelled, 1);
+}
+
+fn options(local: std::net::SocketAddr, to_tag: Option<&str>) -> Request {
+    let uri = Uri::parse("sip:peer@127.0.0.1").unwrap();
+    let mut req = Request::new(Method::Options, uri.clone());
+    req.headers
+        .push(HeaderName::FROM, format!("<sip:ping@{local}>;tag=abc"));
+    let to = NameAddr::new(uri).to_string();
+    req.headers.push(
+        HeaderName::TO,
+        match to_tag {
+            Some(t) => format!("{to};tag={t}"),
+            None => to,
+        },
+    );
+    req.headers.push(HeaderName::CALL_ID, "opt-1");
+    req.headers.push(HeaderName::CSEQ, "1 OPTIONS");
+    req
+}
+
+#[tokio::test]
+async fn options_answered_with_capabilities_and_unknown_dialog_gets_481() {
+    let (server, _stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    for kind in [TransportKind::Udp, TransportKind::Tcp] {
+        let target = Target::new(kind, addr_of(&server, kind));
+        let local = client.local_addr(kind, target.addr).unwrap();
+        let mut h = client
+            .send_request(options(local, None), target.clone())
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(WAIT, h.final_response())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status.as_u16(), 200);
+        let allow = r.headers.allow();
+        assert!(allow.contains(&Method::Invite) && allow.contains(&Method::Options));
+        assert!(r.headers.get("Accept").is_some());
+        assert!(r.headers.get("Supported").is_some());
+        // In-dialog OPTIONS for a dialog that does not exist.
+        let mut h = client
+            .send_request(options(local, Some("nope")), target)
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(WAIT, h.final_response())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status.as_u16(), 481);
+    }
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400_and_is_counted() {
+    let (server, _stats) = uas().await;
+    let addr = addr_of(&server, TransportKind::Udp);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bad = "INVITE sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKbad\r\n\
+               From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: bad-1\r\nCSeq: notanumber INVITE\r\n\
+               Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    sock.send_to(bad.as_bytes(), addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .expect("a 400 comes back")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 400"), "got {text}");
+    // Garbage that cannot be answered is dropped and counted.
+    sock.send_to(b"\x00\x01garbage\r\n\r\n", addr)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if server.transport().stats().parse_errors == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.transport().stats().parse_errors, 2);
+}
+
+#[tokio::test]
+async fn udp_invite_retransmissions_are_absorbed_by_one_transaction() {
+    // A raw client sends the same INVITE three times: the UAS sees one INVITE event and
+    // every copy gets the latest response again.
+    let (server, stats) = uas().await;
+    let addr = addr_of(&server, TransportKind::Udp);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let inv = format!(
+        "INVITE sip:ring@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKretx;rport\r\n\
+         From: <sip:x@{me}>;tag=1\r\nTo: <sip:ring@127.0.0.1>\r\nCall-ID: retx-1\r\nCSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..3 {
+        sock.send_to(inv.as_bytes(), addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+    {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(text.lines().next().unwrap_or_default().to_owned());
+        assert!(
+            text.contains(&format!("rport={}", me.port())),
+            "rport stamped: {text}"
+        );
+        assert!(text.contains("received=127.0.0.1"));
+    }
+    assert_eq!(stats.lock().unwrap().invites, 1);
+    assert!(seen.len() >= 3, "each retransmission answered: {seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("SIP/2.0 180")));
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_requests_and_finishes() {
+    let (server, _stats) = uas().await;
+    let (client, mut ev) = endpoint(|_| {}).await;
+    tokio::time::timeout(WAIT, client.shutdown())
+        .await
+        .expect("shutdown with nothing in flight is quick");
+    let target = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
+    let local = "127.0.0.1:1".parse().unwrap();
+    assert!(
+        client
+            .send_request(options(local, None), target)
+            .await
+            .is_err()
+    );
+    // The event stream ends.
+    assert!(
+        tokio::time::timeout(WAIT, ev.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn options_pinger_reports_peer_up_then_down() {
+    let (server, _stats) = uas().await;
+    let peer = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
+    let (_client, mut ev) = endpoint(|c| {
+        c.t1 = Duration::from_millis(50);
+        c.ping = vec![whatsip_sip::endpoint::PingTarget {
+            target: peer.clone(),
+            uri: Uri::parse("sip:pbx@127.0.0.1").unwrap(),
+            interval: Duration::from_millis(300),
+        }];
+    })
+    .await;
+    let first = tokio::time::timeout(WAIT, ev.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first, EndpointEvent::PeerStatus { up: true, .. }),
+        "{first:?}"
+    );
+    server.shutdown().await;
+    let second = tokio::time::timeout(WAIT, ev.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(second, EndpointEvent::PeerStatus { up: false, .. }),
+        "{second:?}"
+    );
+}
+
+#[tokio::test]
+async fn request_timeout_reports_timeout() {
+    // Nobody listens: Timer F fires (fast T1) and the handle says Timeout.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let (client, _ev) = endpoint(|c| c.t1 = Duration::from_millis(20)).await;
+    let local = client.local_addr(TransportKind::Udp, dead_addr).unwrap();
+    let mut h = client
+        .send_request(
+            options(local, None),
+            Target::new(TransportKind::Udp, dead_addr),
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, h.recv()).await.unwrap();
+    assert!(matches!(got, Some(ClientEvent::Timeout)), "{got:?}");
+    // And the peer saw the retransmissions (E doubling from 20 ms up to T2).
+    dead.set_nonblocking(true).unwrap();
+    let mut n = 0;
+    let mut buf = [0u8; 4096];
+    while dead.recv_from(&mut buf).is_ok() {
+        n += 1;
+    }
+    assert!(n >= 5, "retransmitted over UDP, saw {n}");
+}
