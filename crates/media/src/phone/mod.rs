@@ -18,6 +18,8 @@
 //! [`run_phone`] (feature `rt`) drives both on one UDP socket.
 
 mod audio;
+#[cfg(feature = "rt")]
+mod driver;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -29,6 +31,8 @@ use str0m::{Candidate, IceCreds};
 use tracing::{debug, info};
 
 pub use audio::{AudioReport, PhoneAudio, PhoneAudioConfig, ToneReport};
+#[cfg(feature = "rt")]
+pub use driver::{PhoneCommand, PhoneHandle, PhoneSocket, PhoneStatus, run_phone};
 
 use crate::RtpPacket;
 use crate::webrtc::session::RtcSession;

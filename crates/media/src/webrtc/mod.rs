@@ -29,6 +29,8 @@
 //! The tokio driver with one shared UDP socket for all calls is [`WebRtcEndpoint`] (feature
 //! `rt`).
 
+#[cfg(feature = "rt")]
+mod endpoint;
 pub(crate) mod sdp;
 pub(crate) mod session;
 
@@ -43,6 +45,8 @@ use tracing::{debug, info};
 
 use crate::RtpPacket;
 
+#[cfg(feature = "rt")]
+pub use endpoint::{EndpointConfig, WaCallEvent, WaCallHandle, WebRtcEndpoint};
 pub use sdp::{SdpSummary, SetupRole};
 
 use session::RtcSession;
