@@ -33,7 +33,7 @@ impl SeqNo {
 
     /// This sequence number advanced by `n`.
     #[must_use]
-    pub fn add(self, n: u16) -> Self {
+    pub fn advance(self, n: u16) -> Self {
         Self(self.0.wrapping_add(n))
     }
 
@@ -55,7 +55,7 @@ impl SeqNo {
 impl RtpTs {
     /// This timestamp advanced by `samples` clock ticks.
     #[must_use]
-    pub fn add(self, samples: u32) -> Self {
+    pub fn advance(self, samples: u32) -> Self {
         Self(self.0.wrapping_add(samples))
     }
 
@@ -177,8 +177,8 @@ mod tests {
         assert_eq!(pkt.seq.next(), SeqNo(0));
         assert_eq!(SeqNo(2).diff(SeqNo(65534)), 4);
         assert!(SeqNo(65534).is_before(SeqNo(1)));
-        assert_eq!(pkt.ts.add(960).diff(pkt.ts), 960);
-        assert_eq!(pkt.ts.add(960), RtpTs(859));
+        assert_eq!(pkt.ts.advance(960).diff(pkt.ts), 960);
+        assert_eq!(pkt.ts.advance(960), RtpTs(859));
     }
 
     #[test]
