@@ -426,11 +426,37 @@ fn syntax_error(e: &toml::de::Error, src: &str, origin: &Path) -> ConfigError {
         .filter(|k| !k.is_empty() && k.len() <= 64 && !k.contains('\n'))
         .map(str::to_owned);
     let message = e.message().trim().to_owned();
-    let message = match &key {
-        Some(k) if message.starts_with("unknown field") => format!("unknown key `{k}`: {message}"),
-        _ => message,
+    let (key, message) = match key {
+        Some(k) if message.starts_with("unknown field") => {
+            let full = match enclosing_table(src, span.start) {
+                Some(table) => format!("{table}.{k}"),
+                None => k,
+            };
+            let message = format!("unknown key `{full}`: {message}");
+            (Some(full), message)
+        }
+        other => (other, message),
     };
     ConfigError::Syntax { at, key, message }
+}
+
+/// The `[table]` or `[[array]]` header above byte `offset`, for naming unknown keys.
+fn enclosing_table(src: &str, offset: usize) -> Option<String> {
+    let before = src.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    before[..line_start].lines().rev().find_map(|line| {
+        let t = line.trim();
+        let inner = t
+            .strip_prefix("[[")
+            .and_then(|x| x.split_once("]]"))
+            .map(|(x, _)| x)
+            .or_else(|| {
+                t.strip_prefix('[')
+                    .and_then(|x| x.split_once(']'))
+                    .map(|(x, _)| x)
+            })?;
+        Some(inner.trim().to_owned())
+    })
 }
 
 /// RFC 3261 `token` characters.
@@ -1027,7 +1053,13 @@ fn convert(
         business_numbers: &numbers,
         auto_permission_request: outbound.auto_permission_request,
     };
-    let dialplan = dialplan::compile(raw.dialplan.as_ref(), &schedules, &defaults, diag);
+    let dialplan = dialplan::compile(
+        raw.dialplan.as_ref(),
+        &raw.schedules,
+        &schedules,
+        &defaults,
+        diag,
+    );
 
     Some(Config {
         source: origin.to_path_buf(),
@@ -1207,4 +1239,4 @@ pub(crate) fn problem_keys(e: &ConfigError) -> std::collections::BTreeMap<String
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -189,8 +189,11 @@ fn unknown_key_is_a_syntax_error_with_line_and_key() {
     let ConfigError::Syntax { at, key, message } = &err else {
         panic!("{err:?}")
     };
-    assert_eq!(key.as_deref(), Some("rtp_port_mni"));
-    assert!(message.contains("unknown key `rtp_port_mni`"), "{message}");
+    assert_eq!(key.as_deref(), Some("media.rtp_port_mni"));
+    assert!(
+        message.contains("unknown key `media.rtp_port_mni`"),
+        "{message}"
+    );
     let expected_line = BASE.lines().count() + 3;
     assert_eq!((at.line, at.column), (expected_line, 1), "{err}");
     assert!(

@@ -100,6 +100,7 @@ pub(crate) fn compile_schedules(
 
 pub(crate) fn compile(
     raw: Option<&S<RawDialPlan>>,
+    raw_schedules: &BTreeMap<String, S<RawSchedule>>,
     schedules: &BTreeMap<String, Schedule>,
     defaults: &DialPlanDefaults<'_>,
     diag: &mut Diag<'_>,
@@ -113,7 +114,9 @@ pub(crate) fn compile(
     };
     let mut rules = Vec::new();
     for (i, r) in raw.get_ref().rule.iter().enumerate() {
-        if let Some(rule) = compile_rule(i, r, schedules, defaults, ring_default, diag) {
+        if let Some(rule) =
+            compile_rule(i, r, raw_schedules, schedules, defaults, ring_default, diag)
+        {
             rules.push(rule);
         }
     }
@@ -135,6 +138,7 @@ fn ring_timeout(v: &S<u64>, key: &str, diag: &mut Diag<'_>) -> Duration {
 fn compile_rule(
     i: usize,
     spanned: &S<RawRule>,
+    raw_schedules: &BTreeMap<String, S<RawSchedule>>,
     schedules: &BTreeMap<String, Schedule>,
     defaults: &DialPlanDefaults<'_>,
     ring_default: Duration,
@@ -183,8 +187,10 @@ fn compile_rule(
         .as_ref()
         .and_then(|s| match schedules.get(s.get_ref()) {
             Some(sched) => Some(sched.clone()),
+            // defined but invalid: already reported at the schedule
+            None if raw_schedules.contains_key(s.get_ref()) => None,
             None => {
-                let known: Vec<&str> = schedules.keys().map(String::as_str).collect();
+                let known: Vec<&str> = raw_schedules.keys().map(String::as_str).collect();
                 diag.error(
                     s.span(),
                     key("schedule"),
@@ -198,6 +204,18 @@ fn compile_rule(
             }
         });
 
+    // a matcher that failed to compile was reported; checking templates against its
+    // (missing) captures would only add confusing follow-up errors
+    let matchers_ok = [
+        (r.customer.is_some(), customer.is_some()),
+        (r.cta_payload.is_some(), cta_payload.is_some()),
+        (r.deeplink_payload.is_some(), deeplink_payload.is_some()),
+    ]
+    .iter()
+    .all(|(raw, compiled)| !raw || *compiled);
+    if !matchers_ok {
+        return None;
+    }
     // what templates may refer to
     let positional = match &customer {
         Some(Matcher::Prefix(_)) => 1,
