@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::uas::{UasStats, run_uas};
 use common::*;
 use whatsip_sip::endpoint::{ClientEvent, EndpointEvent};
-use whatsip_sip::message::{HeaderName, Method, NameAddr, Request, Uri};
 use whatsip_sip::transport::{Target, TransportKind};
+use whatsip_sip::{HeaderName, Method, NameAddr, Request, Uri};
 
 async fn uas() -> (whatsip_sip::endpoint::Endpoint, Arc<Mutex<UasStats>>) {
     let (ep, events) = endpoint(|_| {}).await;

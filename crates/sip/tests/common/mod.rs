@@ -17,10 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use whatsip_sip::endpoint::{ClientEvent, Endpoint, EndpointConfig, EndpointEvent, ack_for_2xx};
-use whatsip_sip::message::{
-    CallId, HeaderName, Method, NameAddr, Request, Response, StatusCode, Tag, Uri,
-};
 use whatsip_sip::transport::{ListenAddr, Target, TransportKind};
+use whatsip_sip::{CallId, HeaderName, Method, NameAddr, Request, Response, StatusCode, Tag, Uri};
 
 /// Generous bound for anything that should take well under a second.
 pub const WAIT: Duration = Duration::from_secs(20);

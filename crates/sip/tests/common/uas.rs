@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use whatsip_sip::endpoint::{Endpoint, EndpointEvent};
-use whatsip_sip::message::{HeaderName, Method, StatusCode};
 use whatsip_sip::transport::TransportKind;
+use whatsip_sip::{HeaderName, Method, StatusCode};
 
 /// What the UAS saw.
 #[derive(Debug, Default, Clone)]
@@ -75,7 +75,7 @@ pub async fn run_uas(
 async fn answer(
     ep: Endpoint,
     id: whatsip_sip::endpoint::ServerTxnId,
-    req: whatsip_sip::message::Request,
+    req: whatsip_sip::Request,
     kind: TransportKind,
     source: std::net::SocketAddr,
     user: &str,
