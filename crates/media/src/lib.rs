@@ -6,6 +6,7 @@
 //! - [`MediaRelay`], one per call: jitter buffers, Opus ⇄ G.711/G.722 transcoding (or Opus
 //!   pass-through), RFC 4733 DTMF conversion, WhatsApp watchdog filling, media timeouts and
 //!   per-call [`MediaStats`];
+//! - the PBX leg's SDP offer/answer as pure functions and the port allocator ([`sdp`]);
 //! - codecs ([`g711`], [`G722Encoder`], [`OpusEncoder`]) and test-signal analysis ([`tone`]).
 //!
 //! Cores never touch sockets, clocks or threads; the tokio drivers behind the `rt` feature
@@ -46,6 +47,7 @@ pub mod phone;
 mod relay;
 pub mod rtcp;
 mod rtp;
+pub mod sdp;
 mod stats;
 pub mod tone;
 pub mod webrtc;
