@@ -73,7 +73,10 @@ fn code_info(code: u32) -> (u16, &'static str) {
     match code {
         100 => (400, "Invalid parameter"),
         104 => (400, "An access token is required to request this resource."),
-        190 => (401, "Invalid OAuth access token - Cannot parse access token"),
+        190 => (
+            401,
+            "Invalid OAuth access token - Cannot parse access token",
+        ),
         613 => (429, "Calls to this api have exceeded the rate limit."),
         131009 => (400, "Parameter value is not valid"),
         131030 => (400, "Recipient phone number not in allowed list"),
@@ -85,9 +88,15 @@ fn code_info(code: u32) -> (u16, &'static str) {
         138000 => (401, "Calling is not enabled for this phone number"),
         138001 => (400, "Receiver is uncallable"),
         138002 => (429, "Concurrent calls limit reached"),
-        138003 => (400, "Duplicate call: a call is already ongoing with this user"),
+        138003 => (
+            400,
+            "Duplicate call: a call is already ongoing with this user",
+        ),
         138004 => (500, "Error while connecting the call"),
-        138005 => (429, "Call rate limit reached for this business phone number"),
+        138005 => (
+            429,
+            "Call rate limit reached for this business phone number",
+        ),
         138006 => (401, "No approved call permission from the recipient"),
         138007 => (500, "Connect timeout"),
         138009 => (400, "Call permission request limit reached"),
@@ -98,7 +107,10 @@ fn code_info(code: u32) -> (u16, &'static str) {
         ),
         138014 => (400, "Calling is temporarily disabled"),
         138015 => (400, "Calling cannot be enabled for this phone number"),
-        138017 => (400, "Call permission request refused: permanent permission exists"),
+        138017 => (
+            400,
+            "Call permission request refused: permanent permission exists",
+        ),
         138018 => (400, "Technical prerequisites for calling not met"),
         _ => (400, "Invalid request"),
     }

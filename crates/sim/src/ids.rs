@@ -269,7 +269,11 @@ mod tests {
         assert!(text.contains("917358580180"));
         assert!(text.contains("15551441906"));
         assert!(WaCallId::parse(id.as_str()).is_ok());
-        assert!((60..=150).contains(&id.as_str().len()), "{}", id.as_str().len());
+        assert!(
+            (60..=150).contains(&id.as_str().len()),
+            "{}",
+            id.as_str().len()
+        );
     }
 
     #[test]

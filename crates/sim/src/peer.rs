@@ -67,7 +67,8 @@ pub trait MediaPeer: Send {
     fn create_offer(&mut self) -> PeerFuture<'_, Result<String, PeerError>>;
     /// User-initiated call: apply the business's SDP answer (`pre_accept` or `accept`; the
     /// simulator calls this once, the second answer being identical by rule).
-    fn apply_answer<'a>(&'a mut self, answer_sdp: &'a str) -> PeerFuture<'a, Result<(), PeerError>>;
+    fn apply_answer<'a>(&'a mut self, answer_sdp: &'a str)
+    -> PeerFuture<'a, Result<(), PeerError>>;
     /// Business-initiated call: answer the business's SDP offer (reference §6.7).
     fn answer_offer<'a>(
         &'a mut self,
@@ -185,7 +186,10 @@ impl MediaPeer for SdpOnlyPeer {
         Box::pin(async move { Ok(offer) })
     }
 
-    fn apply_answer<'a>(&'a mut self, answer_sdp: &'a str) -> PeerFuture<'a, Result<(), PeerError>> {
+    fn apply_answer<'a>(
+        &'a mut self,
+        answer_sdp: &'a str,
+    ) -> PeerFuture<'a, Result<(), PeerError>> {
         Box::pin(async move {
             // The core validated it already; nothing to apply without a media stack.
             let _ = answer_sdp;

@@ -141,15 +141,19 @@ pub fn validate_business_sdp(
             if !ufrag || !pwd {
                 return Err("SDP is missing ICE credentials (a=ice-ufrag / a=ice-pwd)".into());
             }
-            let ok = match (role, setup.as_deref()) {
-                (SdpRole::Offer, Some("actpass" | "active" | "passive")) => true,
-                (SdpRole::Answer, Some("active" | "passive")) => true,
-                _ => false,
-            };
+            let ok = matches!(
+                (role, setup.as_deref()),
+                (SdpRole::Offer, Some("actpass" | "active" | "passive"))
+                    | (SdpRole::Answer, Some("active" | "passive"))
+            );
             if !ok {
                 return Err(format!(
                     "invalid or missing a=setup for an {}: {:?}",
-                    if role == SdpRole::Offer { "offer" } else { "answer" },
+                    if role == SdpRole::Offer {
+                        "offer"
+                    } else {
+                        "answer"
+                    },
                     setup.as_deref().unwrap_or("")
                 ));
             }

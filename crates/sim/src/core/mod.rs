@@ -46,8 +46,8 @@ use crate::ids::{PhoneNumberId, WaCallId, WaId, Wamid, mint_fbtrace};
 use crate::sdp::{self, KeyExchange, SdpRole};
 
 pub use config::{
-    BusinessCallBehaviour, BusinessNumber, CallTiming, CoreConfig, DtmfStep, Limits,
-    MediaWatchdog, PermissionRequestBehaviour, UserBehaviour, UserProfile,
+    BusinessCallBehaviour, BusinessNumber, CallTiming, CoreConfig, DtmfStep, Limits, MediaWatchdog,
+    PermissionRequestBehaviour, UserBehaviour, UserProfile,
 };
 pub use payload::{Webhook, envelope};
 
@@ -493,7 +493,12 @@ impl MetaCore {
     }
 
     /// The pair's permission at `wall`.
-    pub fn permission(&self, pnid: &PhoneNumberId, user: &WaId, wall: SystemTime) -> PermissionStatus {
+    pub fn permission(
+        &self,
+        pnid: &PhoneNumberId,
+        user: &WaId,
+        wall: SystemTime,
+    ) -> PermissionStatus {
         let p = self
             .pairs
             .get(&(pnid.clone(), user.clone()))
@@ -532,15 +537,21 @@ impl MetaCore {
             ));
         }
         if !number.cfg.calling_enabled {
-            return Err(SimError::CallNotPlaced("calling is not enabled on the number"));
+            return Err(SimError::CallNotPlaced(
+                "calling is not enabled on the number",
+            ));
         }
         if number.active_calls >= number.cfg.max_concurrent_calls {
-            return Err(SimError::CallNotPlaced("concurrent calls limit of the number"));
+            return Err(SimError::CallNotPlaced(
+                "concurrent calls limit of the number",
+            ));
         }
         let display = number.cfg.display_phone_number.clone();
         let callback = number.cfg.callback_permission;
         if self.pair(&call.to, &call.from).active_call.is_some() {
-            return Err(SimError::CallNotPlaced("a call between the pair is already ongoing"));
+            return Err(SimError::CallNotPlaced(
+                "a call between the pair is already ongoing",
+            ));
         }
         let id = WaCallId::mint(&mut self.rng, &call.from, &display);
         let c = Call {
@@ -565,7 +576,11 @@ impl MetaCore {
         if let Some(n) = self.numbers.get_mut(&call.to) {
             n.active_calls += 1;
         }
-        self.set_call_timer(&id, CallTimer::AnswerTimeout, now + self.cfg.timing.answer_timeout);
+        self.set_call_timer(
+            &id,
+            CallTimer::AnswerTimeout,
+            now + self.cfg.timing.answer_timeout,
+        );
         if let Some(g) = call.give_up_after {
             self.set_call_timer(&id, CallTimer::GiveUp, now + g);
         }
@@ -589,21 +604,43 @@ impl MetaCore {
     }
 
     /// The user hangs up (or cancels before being answered).
-    pub fn user_hangs_up(&mut self, id: &WaCallId, now: Instant, wall: SystemTime) -> Result<(), SimError> {
-        let call = self.calls.get(id).ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
+    pub fn user_hangs_up(
+        &mut self,
+        id: &WaCallId,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), SimError> {
+        let call = self
+            .calls
+            .get(id)
+            .ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
         match &call.machine {
             Machine::Business(BusinessCallState::Ringing) => self.user_rejects(id, now, wall),
             _ if call.end.is_some() => Err(wrong_state(call, "hang up")),
             _ => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::UserHungUp, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::UserHungUp,
+                    None,
+                    wall,
+                );
                 Ok(())
             }
         }
     }
 
     /// The user picks up a ringing business-initiated call.
-    pub fn user_answers(&mut self, id: &WaCallId, now: Instant, wall: SystemTime) -> Result<(), SimError> {
-        let call = self.calls.get_mut(id).ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
+    pub fn user_answers(
+        &mut self,
+        id: &WaCallId,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), SimError> {
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
         if !matches!(call.machine, Machine::Business(BusinessCallState::Ringing)) {
             return Err(wrong_state(call, "answer"));
         }
@@ -612,36 +649,61 @@ impl MetaCore {
             media_seen: false,
         }));
         call.script.answered_at = Some(now);
-        let (pnid, user, opaque) = (call.pnid.clone(), call.user.clone(), call.biz_opaque.clone());
-        self.timers.cancel(&TimerKey::Call(id.clone(), CallTimer::RingTimeout));
-        self.timers.cancel(&TimerKey::Call(id.clone(), CallTimer::UserDecision));
+        let (pnid, user, opaque) = (
+            call.pnid.clone(),
+            call.user.clone(),
+            call.biz_opaque.clone(),
+        );
+        self.timers
+            .cancel(&TimerKey::Call(id.clone(), CallTimer::RingTimeout));
+        self.timers
+            .cancel(&TimerKey::Call(id.clone(), CallTimer::UserDecision));
         let pair = self.pair(&pnid, &user);
         pair.consecutive_missed = 0;
         pair.connected_bic.push_back(wall);
         // A connected call resets the pair's permission request limits (§3.6).
         pair.requests.clear();
         self.emit_status(id, "ACCEPTED", wall, opaque.as_deref());
-        self.events.push_back(CoreEvent::PeerStartMedia { call_id: id.clone() });
+        self.events.push_back(CoreEvent::PeerStartMedia {
+            call_id: id.clone(),
+        });
         self.arm_active_timers(id, now);
         self.emit_changed(id);
         Ok(())
     }
 
     /// The user declines a ringing business-initiated call: `REJECTED`, then `terminate`.
-    pub fn user_rejects(&mut self, id: &WaCallId, _now: Instant, wall: SystemTime) -> Result<(), SimError> {
-        let call = self.calls.get(id).ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
+    pub fn user_rejects(
+        &mut self,
+        id: &WaCallId,
+        _now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), SimError> {
+        let call = self
+            .calls
+            .get(id)
+            .ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
         if !matches!(call.machine, Machine::Business(BusinessCallState::Ringing)) {
             return Err(wrong_state(call, "reject"));
         }
         let opaque = call.biz_opaque.clone();
         self.emit_status(id, "REJECTED", wall, opaque.as_deref());
-        self.end_call(id, TerminateStatus::Completed, EndReason::UserRejected, None, wall);
+        self.end_call(
+            id,
+            TerminateStatus::Completed,
+            EndReason::UserRejected,
+            None,
+            wall,
+        );
         Ok(())
     }
 
     /// The user presses digits on an active call (forwarded to the media peer).
     pub fn user_presses(&mut self, id: &WaCallId, digits: &str) -> Result<(), SimError> {
-        let call = self.calls.get(id).ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
+        let call = self
+            .calls
+            .get(id)
+            .ok_or_else(|| SimError::UnknownCall(id.to_string()))?;
         if call.state() != CallState::Active {
             return Err(wrong_state(call, "press digits"));
         }
@@ -683,7 +745,8 @@ impl MetaCore {
                 // The client counts the first media packet as the answer (§2.1).
                 first_media.get_or_insert(wall);
             }
-            Machine::User(UserCallState::Active(a)) | Machine::Business(BusinessCallState::Active(a)) => {
+            Machine::User(UserCallState::Active(a))
+            | Machine::Business(BusinessCallState::Active(a)) => {
                 a.media_seen = true;
                 if enabled {
                     self.set_call_timer(id, CallTimer::MediaWatchdog, now + mid);
@@ -704,7 +767,10 @@ impl MetaCore {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
-        if !matches!(call.machine, Machine::Business(BusinessCallState::AwaitingAnswer)) {
+        if !matches!(
+            call.machine,
+            Machine::Business(BusinessCallState::AwaitingAnswer)
+        ) {
             debug!(call_id = %id, "peer answer for a call not awaiting one");
             return;
         }
@@ -716,13 +782,23 @@ impl MetaCore {
                     "Client failed to set up the call",
                     &format!("Client failed to set up the call: {e}"),
                 );
-                self.end_call(id, TerminateStatus::Failed, EndReason::PeerFailed, Some((138019, err)), wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Failed,
+                    EndReason::PeerFailed,
+                    Some((138019, err)),
+                    wall,
+                );
                 return;
             }
         };
         call.machine = Machine::Business(BusinessCallState::Ringing);
         call.meta_sdp = Some(answer.clone());
-        let (pnid, user, opaque) = (call.pnid.clone(), call.user.clone(), call.biz_opaque.clone());
+        let (pnid, user, opaque) = (
+            call.pnid.clone(),
+            call.user.clone(),
+            call.biz_opaque.clone(),
+        );
         let display = self.display(&pnid);
         let mut obj = json!({
             "id": id.as_str(),
@@ -738,11 +814,22 @@ impl MetaCore {
         }
         self.emit_call_webhook(id, "connect", obj, None);
         self.emit_status(id, "RINGING", wall, opaque.as_deref());
-        self.set_call_timer(id, CallTimer::RingTimeout, now + self.cfg.timing.ring_timeout);
+        self.set_call_timer(
+            id,
+            CallTimer::RingTimeout,
+            now + self.cfg.timing.ring_timeout,
+        );
         let behaviour = self.behaviour(&user).on_business_call;
         let call = self.calls.get_mut(id);
         match (behaviour, call) {
-            (BusinessCallBehaviour::Answer { after, hang_up_after, dtmf }, Some(call)) => {
+            (
+                BusinessCallBehaviour::Answer {
+                    after,
+                    hang_up_after,
+                    dtmf,
+                },
+                Some(call),
+            ) => {
                 call.script.decision = Some(Decision::Answer);
                 call.script.hang_up_after = hang_up_after;
                 call.script.dtmf = sorted_steps(dtmf);
@@ -768,13 +855,20 @@ impl MetaCore {
             };
             match key {
                 TimerKey::Call(id, t) => self.fire_call_timer(&id, t, now, wall),
-                TimerKey::PermissionReply(pnid, user) => self.fire_permission_reply(&pnid, &user, wall),
+                TimerKey::PermissionReply(pnid, user) => {
+                    self.fire_permission_reply(&pnid, &user, wall)
+                }
             }
         }
     }
 
     /// Handles one Graph API request.
-    pub fn handle_graph(&mut self, req: &GraphRequest, now: Instant, wall: SystemTime) -> GraphResponse {
+    pub fn handle_graph(
+        &mut self,
+        req: &GraphRequest,
+        now: Instant,
+        wall: SystemTime,
+    ) -> GraphResponse {
         let mut action = None;
         let result = self.graph_inner(req, &mut action, now, wall);
         match result {
@@ -831,7 +925,10 @@ impl MetaCore {
         match (req.method.as_str(), *endpoint) {
             ("POST", "calls") => {
                 let body = parse_body(&req.body)?;
-                *action = body.get("action").and_then(Value::as_str).map(str::to_owned);
+                *action = body
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
                 self.post_calls(&pnid, &body, now, wall)
             }
             ("GET", "call_permissions") => self.get_call_permissions(&pnid, &req.query, wall),
@@ -841,9 +938,12 @@ impl MetaCore {
                 self.post_messages(&pnid, &body, now, wall)
             }
             ("GET", "settings") => {
-                let creds = query_param(&req.query, "include_sip_credentials").as_deref() == Some("true");
+                let creds =
+                    query_param(&req.query, "include_sip_credentials").as_deref() == Some("true");
                 let n = self.number(&pnid)?;
-                Ok(json!({ "calling": settings::view_calling(&n.settings, creds, &self.sip_password) }))
+                Ok(
+                    json!({ "calling": settings::view_calling(&n.settings, creds, &self.sip_password) }),
+                )
             }
             ("POST", "settings") => {
                 let body = parse_body(&req.body)?;
@@ -878,7 +978,13 @@ impl MetaCore {
         }
     }
 
-    fn post_calls(&mut self, pnid: &PhoneNumberId, body: &Value, now: Instant, wall: SystemTime) -> Result<Value, GraphError> {
+    fn post_calls(
+        &mut self,
+        pnid: &PhoneNumberId,
+        body: &Value,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Value, GraphError> {
         if self.number(pnid)?.cfg.sip_enabled {
             return Err(GraphError::new(
                 131055,
@@ -914,11 +1020,22 @@ impl MetaCore {
         }
     }
 
-    fn session_sdp<'a>(&self, pnid: &PhoneNumberId, body: &'a Value, role: SdpRole) -> Result<&'a str, GraphError> {
-        let session = body
-            .get("session")
-            .ok_or_else(|| GraphError::invalid_parameter("session is required (the legacy connection.webrtc form is not accepted)"))?;
-        let want = if role == SdpRole::Offer { "offer" } else { "answer" };
+    fn session_sdp<'a>(
+        &self,
+        pnid: &PhoneNumberId,
+        body: &'a Value,
+        role: SdpRole,
+    ) -> Result<&'a str, GraphError> {
+        let session = body.get("session").ok_or_else(|| {
+            GraphError::invalid_parameter(
+                "session is required (the legacy connection.webrtc form is not accepted)",
+            )
+        })?;
+        let want = if role == SdpRole::Offer {
+            "offer"
+        } else {
+            "answer"
+        };
         match session.get("sdp_type").and_then(Value::as_str) {
             Some(t) if t == want => {}
             Some(t) => {
@@ -927,30 +1044,48 @@ impl MetaCore {
                     crate::ids::truncate(t, 16)
                 )));
             }
-            None => return Err(GraphError::invalid_parameter("session.sdp_type is required")),
+            None => {
+                return Err(GraphError::invalid_parameter(
+                    "session.sdp_type is required",
+                ));
+            }
         }
         let sdp = session
             .get("sdp")
             .and_then(Value::as_str)
             .ok_or_else(|| GraphError::invalid_parameter("session.sdp must be a string"))?;
-        let keying = self.numbers.get(pnid).map(|n| n.cfg.srtp_key_exchange).unwrap_or_default();
+        let keying = self
+            .numbers
+            .get(pnid)
+            .map(|n| n.cfg.srtp_key_exchange)
+            .unwrap_or_default();
         sdp::validate_business_sdp(sdp, role, keying).map_err(GraphError::invalid_parameter)?;
         Ok(sdp)
     }
 
-    fn graph_connect(&mut self, pnid: &PhoneNumberId, body: &Value, _now: Instant, wall: SystemTime) -> Result<Value, GraphError> {
+    fn graph_connect(
+        &mut self,
+        pnid: &PhoneNumberId,
+        body: &Value,
+        _now: Instant,
+        wall: SystemTime,
+    ) -> Result<Value, GraphError> {
         let to = body
             .get("to")
             .and_then(Value::as_str)
             .ok_or_else(|| GraphError::invalid_parameter("to is required"))?;
-        let user = WaId::normalize(to).map_err(|_| GraphError::invalid_parameter("to is not a valid phone number"))?;
+        let user = WaId::normalize(to)
+            .map_err(|_| GraphError::invalid_parameter("to is not a valid phone number"))?;
         let offer = self.session_sdp(pnid, body, SdpRole::Offer)?.to_owned();
         let opaque = biz_opaque(body)?;
         // Checks in reference §9 order.
         let limits = self.cfg.limits.clone();
         let n = self.number(pnid)?;
         if !n.cfg.calling_enabled {
-            return Err(GraphError::new(138000, "Calling is not enabled for this phone number"));
+            return Err(GraphError::new(
+                138000,
+                "Calling is not enabled for this phone number",
+            ));
         }
         let display = n.cfg.display_phone_number.clone();
         if self
@@ -968,7 +1103,10 @@ impl MetaCore {
         let active_calls = n.active_calls;
         let pair = self.pair(pnid, &user);
         if effective(pair.permission, wall) == Permission::None {
-            return Err(GraphError::new(138006, "No approved call permission from the recipient"));
+            return Err(GraphError::new(
+                138006,
+                "No approved call permission from the recipient",
+            ));
         }
         prune(&mut pair.connected_bic, wall, DAY);
         if pair.connected_bic.len() >= limits.connected_calls_per_day {
@@ -982,15 +1120,27 @@ impl MetaCore {
             ));
         }
         if pair.active_call.is_some() {
-            return Err(GraphError::new(138003, "A call with this user is already ongoing"));
+            return Err(GraphError::new(
+                138003,
+                "A call with this user is already ongoing",
+            ));
         }
         if active_calls >= max_concurrent {
-            return Err(GraphError::new(138002, format!("Concurrent calls limit of {max_concurrent} reached")));
+            return Err(GraphError::new(
+                138002,
+                format!("Concurrent calls limit of {max_concurrent} reached"),
+            ));
         }
-        let n = self.numbers.get_mut(pnid).ok_or_else(|| GraphError::invalid_parameter("unknown number"))?;
+        let n = self
+            .numbers
+            .get_mut(pnid)
+            .ok_or_else(|| GraphError::invalid_parameter("unknown number"))?;
         prune(&mut n.bic_attempts, wall, DAY);
         if n.bic_attempts.len() >= limits.bic_attempts_per_day {
-            return Err(GraphError::new(138005, "Business initiated call attempts limit reached for this number"));
+            return Err(GraphError::new(
+                138005,
+                "Business initiated call attempts limit reached for this number",
+            ));
         }
         n.bic_attempts.push_back(wall);
         n.active_calls += 1;
@@ -1012,25 +1162,43 @@ impl MetaCore {
             },
         );
         self.pair(pnid, &user).active_call = Some(id.clone());
-        self.events.push_back(CoreEvent::PeerAnswerOffer { call_id: id.clone(), offer });
+        self.events.push_back(CoreEvent::PeerAnswerOffer {
+            call_id: id.clone(),
+            offer,
+        });
         self.emit_changed(&id);
         debug!(call_id = %id, "business-initiated call created");
         Ok(json!({ "messaging_product": "whatsapp", "calls": [ { "id": id.as_str() } ] }))
     }
 
     fn graph_pre_accept(&mut self, id: &WaCallId, body: &Value) -> Result<(), GraphError> {
-        let pnid = self.calls.get(id).map(|c| c.pnid.clone()).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+        let pnid = self
+            .calls
+            .get(id)
+            .map(|c| c.pnid.clone())
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         let answer = self.session_sdp(&pnid, body, SdpRole::Answer)?.to_owned();
-        let call = self.calls.get_mut(id).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         match &call.machine {
             Machine::User(UserCallState::Offered) => {
-                call.machine = Machine::User(UserCallState::PreAccepted { answer: answer.clone(), first_media: None });
+                call.machine = Machine::User(UserCallState::PreAccepted {
+                    answer: answer.clone(),
+                    first_media: None,
+                });
                 call.business_sdp = Some(answer.clone());
-                self.events.push_back(CoreEvent::PeerApplyAnswer { call_id: id.clone(), answer });
+                self.events.push_back(CoreEvent::PeerApplyAnswer {
+                    call_id: id.clone(),
+                    answer,
+                });
                 self.emit_changed(id);
                 Ok(())
             }
-            Machine::User(UserCallState::PreAccepted { answer: prev, .. }) if *prev == answer => Ok(()),
+            Machine::User(UserCallState::PreAccepted { answer: prev, .. }) if *prev == answer => {
+                Ok(())
+            }
             Machine::User(UserCallState::PreAccepted { .. }) => Err(GraphError::invalid_parameter(
                 "the call was already pre-accepted with a different SDP answer",
             )),
@@ -1041,18 +1209,37 @@ impl MetaCore {
         }
     }
 
-    fn graph_accept(&mut self, id: &WaCallId, body: &Value, now: Instant, wall: SystemTime) -> Result<(), GraphError> {
-        let pnid = self.calls.get(id).map(|c| c.pnid.clone()).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+    fn graph_accept(
+        &mut self,
+        id: &WaCallId,
+        body: &Value,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), GraphError> {
+        let pnid = self
+            .calls
+            .get(id)
+            .map(|c| c.pnid.clone())
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         let answer = self.session_sdp(&pnid, body, SdpRole::Answer)?.to_owned();
         let opaque = biz_opaque(body)?;
-        let call = self.calls.get_mut(id).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         let start_wall = match &call.machine {
             Machine::User(UserCallState::Offered) => {
                 call.business_sdp = Some(answer.clone());
-                self.events.push_back(CoreEvent::PeerApplyAnswer { call_id: id.clone(), answer });
+                self.events.push_back(CoreEvent::PeerApplyAnswer {
+                    call_id: id.clone(),
+                    answer,
+                });
                 wall
             }
-            Machine::User(UserCallState::PreAccepted { answer: prev, first_media }) => {
+            Machine::User(UserCallState::PreAccepted {
+                answer: prev,
+                first_media,
+            }) => {
                 if *prev != answer {
                     return Err(GraphError::invalid_parameter(
                         "SDP answer in accept must be identical to the one sent in pre_accept",
@@ -1061,31 +1248,49 @@ impl MetaCore {
                 first_media.unwrap_or(wall)
             }
             Machine::Business(_) => {
-                return Err(GraphError::invalid_parameter("accept is only valid for user-initiated calls"));
+                return Err(GraphError::invalid_parameter(
+                    "accept is only valid for user-initiated calls",
+                ));
             }
             _ => return Err(state_error(call, "accept")),
         };
-        call.machine = Machine::User(UserCallState::Active(Active { start_wall, media_seen: false }));
+        call.machine = Machine::User(UserCallState::Active(Active {
+            start_wall,
+            media_seen: false,
+        }));
         call.script.answered_at = Some(now);
         if opaque.is_some() {
             call.biz_opaque = opaque;
         }
         let (pnid, user) = (call.pnid.clone(), call.user.clone());
-        self.timers.cancel(&TimerKey::Call(id.clone(), CallTimer::AnswerTimeout));
-        self.timers.cancel(&TimerKey::Call(id.clone(), CallTimer::GiveUp));
+        self.timers
+            .cancel(&TimerKey::Call(id.clone(), CallTimer::AnswerTimeout));
+        self.timers
+            .cancel(&TimerKey::Call(id.clone(), CallTimer::GiveUp));
         // A connected call resets the pair's permission request limits (§3.6).
         self.pair(&pnid, &user).requests.clear();
-        self.events.push_back(CoreEvent::PeerStartMedia { call_id: id.clone() });
+        self.events.push_back(CoreEvent::PeerStartMedia {
+            call_id: id.clone(),
+        });
         self.arm_active_timers(id, now);
         self.emit_changed(id);
         Ok(())
     }
 
     fn graph_reject(&mut self, id: &WaCallId, wall: SystemTime) -> Result<(), GraphError> {
-        let call = self.calls.get(id).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+        let call = self
+            .calls
+            .get(id)
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         match &call.machine {
             Machine::User(UserCallState::Offered | UserCallState::PreAccepted { .. }) => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::BusinessRejected, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::BusinessRejected,
+                    None,
+                    wall,
+                );
                 Ok(())
             }
             Machine::Business(_) => Err(GraphError::invalid_parameter(
@@ -1096,29 +1301,51 @@ impl MetaCore {
     }
 
     fn graph_terminate(&mut self, id: &WaCallId, wall: SystemTime) -> Result<(), GraphError> {
-        let call = self.calls.get(id).ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
+        let call = self
+            .calls
+            .get(id)
+            .ok_or_else(|| GraphError::invalid_parameter("Invalid call_id"))?;
         if call.end.is_some() {
             return Err(state_error(call, "terminate"));
         }
-        self.end_call(id, TerminateStatus::Completed, EndReason::BusinessTerminated, None, wall);
+        self.end_call(
+            id,
+            TerminateStatus::Completed,
+            EndReason::BusinessTerminated,
+            None,
+            wall,
+        );
         Ok(())
     }
 
-    fn get_call_permissions(&mut self, pnid: &PhoneNumberId, query: &str, wall: SystemTime) -> Result<Value, GraphError> {
+    fn get_call_permissions(
+        &mut self,
+        pnid: &PhoneNumberId,
+        query: &str,
+        wall: SystemTime,
+    ) -> Result<Value, GraphError> {
         let user = query_param(query, "user_wa_id")
             .and_then(|u| WaId::normalize(&u).ok())
-            .ok_or_else(|| GraphError::invalid_parameter("user_wa_id is required and must be a phone number"))?;
+            .ok_or_else(|| {
+                GraphError::invalid_parameter("user_wa_id is required and must be a phone number")
+            })?;
         let limits = self.cfg.limits.clone();
         let pair = self.pair(pnid, &user);
         prune(&mut pair.requests, wall, WEEK);
         prune(&mut pair.connected_bic, wall, DAY);
         let perm = effective(pair.permission, wall);
-        let day_usage = pair.requests.iter().filter(|t| within(**t, wall, DAY)).count();
+        let day_usage = pair
+            .requests
+            .iter()
+            .filter(|t| within(**t, wall, DAY))
+            .count();
         let week_usage = pair.requests.len();
         let connected = pair.connected_bic.len();
         let permission = match perm {
             Permission::None => json!({ "status": "no_permission" }),
-            Permission::Temporary(t) => json!({ "status": "temporary", "expiration_time": epoch_secs(t) }),
+            Permission::Temporary(t) => {
+                json!({ "status": "temporary", "expiration_time": epoch_secs(t) })
+            }
             Permission::Permanent => json!({ "status": "permanent" }),
         };
         let mut day_limit = json!({ "time_period": "PT24H", "max_allowed": limits.permission_requests_per_day, "current_usage": day_usage });
@@ -1154,23 +1381,32 @@ impl MetaCore {
         }))
     }
 
-    fn post_messages(&mut self, pnid: &PhoneNumberId, body: &Value, now: Instant, wall: SystemTime) -> Result<Value, GraphError> {
+    fn post_messages(
+        &mut self,
+        pnid: &PhoneNumberId,
+        body: &Value,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Value, GraphError> {
         check_messaging_product(body)?;
         let to_raw = body
             .get("to")
             .and_then(Value::as_str)
             .ok_or_else(|| GraphError::invalid_parameter("to is required"))?;
-        let user = WaId::normalize(to_raw).map_err(|_| GraphError::invalid_parameter("to is not a valid phone number"))?;
-        let kind = body
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("text");
+        let user = WaId::normalize(to_raw)
+            .map_err(|_| GraphError::invalid_parameter("to is not a valid phone number"))?;
+        let kind = body.get("type").and_then(Value::as_str).unwrap_or("text");
         let is_cpr = kind == "interactive"
-            && body.pointer("/interactive/type").and_then(Value::as_str) == Some("call_permission_request");
+            && body.pointer("/interactive/type").and_then(Value::as_str)
+                == Some("call_permission_request");
         if is_cpr {
             let interactive = body.get("interactive").unwrap_or(&Value::Null);
-            if interactive.pointer("/action/name").and_then(Value::as_str) != Some("call_permission_request") {
-                return Err(GraphError::invalid_parameter("interactive.action.name must be \"call_permission_request\""));
+            if interactive.pointer("/action/name").and_then(Value::as_str)
+                != Some("call_permission_request")
+            {
+                return Err(GraphError::invalid_parameter(
+                    "interactive.action.name must be \"call_permission_request\"",
+                ));
             }
             if interactive.get("header").is_some() || interactive.get("footer").is_some() {
                 return Err(GraphError::invalid_parameter(
@@ -1181,10 +1417,19 @@ impl MetaCore {
             let pair = self.pair(pnid, &user);
             prune(&mut pair.requests, wall, WEEK);
             if effective(pair.permission, wall) == Permission::Permanent {
-                return Err(GraphError::new(138017, "The user already granted a permanent call permission"));
+                return Err(GraphError::new(
+                    138017,
+                    "The user already granted a permanent call permission",
+                ));
             }
-            let day = pair.requests.iter().filter(|t| within(**t, wall, DAY)).count();
-            if day >= limits.permission_requests_per_day || pair.requests.len() >= limits.permission_requests_per_week {
+            let day = pair
+                .requests
+                .iter()
+                .filter(|t| within(**t, wall, DAY))
+                .count();
+            if day >= limits.permission_requests_per_day
+                || pair.requests.len() >= limits.permission_requests_per_week
+            {
                 return Err(GraphError::new(
                     138009,
                     format!(
@@ -1197,7 +1442,10 @@ impl MetaCore {
         }
         let wamid = Wamid::mint(&mut self.rng, &user);
         let meta_display = self.display(pnid);
-        let meta = NumberMeta { pnid, display: &meta_display };
+        let meta = NumberMeta {
+            pnid,
+            display: &meta_display,
+        };
         for status in ["sent", "delivered"] {
             self.events.push_back(CoreEvent::Webhook(Webhook {
                 waba_id: self.cfg.waba_id.clone(),
@@ -1213,7 +1461,9 @@ impl MetaCore {
             match self.behaviour(&user).on_permission_request {
                 PermissionRequestBehaviour::AcceptTemporary { after }
                 | PermissionRequestBehaviour::AcceptPermanent { after }
-                | PermissionRequestBehaviour::Decline { after } => self.timers.set(key, now + after),
+                | PermissionRequestBehaviour::Decline { after } => {
+                    self.timers.set(key, now + after)
+                }
                 PermissionRequestBehaviour::Ignore => self.timers.cancel(&key),
             }
         }
@@ -1224,7 +1474,12 @@ impl MetaCore {
         }))
     }
 
-    fn post_settings(&mut self, pnid: &PhoneNumberId, body: &Value, wall: SystemTime) -> Result<Value, GraphError> {
+    fn post_settings(
+        &mut self,
+        pnid: &PhoneNumberId,
+        body: &Value,
+        wall: SystemTime,
+    ) -> Result<Value, GraphError> {
         let Some(calling) = body.get("calling") else {
             return Err(GraphError::invalid_parameter("calling is required"));
         };
@@ -1232,10 +1487,16 @@ impl MetaCore {
         settings::validate_calling(calling, settings::civil_from_days(days))?;
         let update = calling.as_object().cloned().unwrap_or_default();
         let app_id = self.cfg.app_id;
-        let n = self.numbers.get_mut(pnid).ok_or_else(|| GraphError::invalid_parameter("unknown number"))?;
+        let n = self
+            .numbers
+            .get_mut(pnid)
+            .ok_or_else(|| GraphError::invalid_parameter("unknown number"))?;
         let enabling = update.get("status").and_then(Value::as_str) == Some("ENABLED");
         if enabling && n.cfg.messaging_limit < 2000 {
-            return Err(GraphError::new(138015, "Calling requires a messaging limit of at least 2000"));
+            return Err(GraphError::new(
+                138015,
+                "Calling requires a messaging limit of at least 2000",
+            ));
         }
         let sip_after = update
             .get("sip")
@@ -1243,15 +1504,30 @@ impl MetaCore {
             .and_then(Value::as_str)
             .map_or(n.cfg.sip_enabled, |s| s == "ENABLED");
         if enabling && !n.cfg.calls_subscribed && !sip_after {
-            return Err(GraphError::new(138018, "No app is subscribed to the calls webhook field and SIP is not configured"));
+            return Err(GraphError::new(
+                138018,
+                "No app is subscribed to the calls webhook field and SIP is not configured",
+            ));
         }
         let before = settings::notify_view(&n.settings);
         settings::merge_calling(&mut n.settings, &update, app_id);
         n.cfg.calling_enabled = n.settings.get("status").and_then(Value::as_str) == Some("ENABLED");
-        n.cfg.callback_permission =
-            n.settings.get("callback_permission_status").and_then(Value::as_str) == Some("ENABLED");
-        n.cfg.sip_enabled = n.settings.get("sip").and_then(|s| s.get("status")).and_then(Value::as_str) == Some("ENABLED");
-        n.cfg.srtp_key_exchange = match n.settings.get("srtp_key_exchange_protocol").and_then(Value::as_str) {
+        n.cfg.callback_permission = n
+            .settings
+            .get("callback_permission_status")
+            .and_then(Value::as_str)
+            == Some("ENABLED");
+        n.cfg.sip_enabled = n
+            .settings
+            .get("sip")
+            .and_then(|s| s.get("status"))
+            .and_then(Value::as_str)
+            == Some("ENABLED");
+        n.cfg.srtp_key_exchange = match n
+            .settings
+            .get("srtp_key_exchange_protocol")
+            .and_then(Value::as_str)
+        {
             Some("SDES") => KeyExchange::Sdes,
             _ => KeyExchange::Dtls,
         };
@@ -1276,13 +1552,31 @@ impl MetaCore {
         let state = call.state();
         match (t, state) {
             (CallTimer::AnswerTimeout, CallState::Offered | CallState::PreAccepted) => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::NotAnswered, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::NotAnswered,
+                    None,
+                    wall,
+                );
             }
             (CallTimer::GiveUp, CallState::Offered | CallState::PreAccepted) => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::UserHungUp, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::UserHungUp,
+                    None,
+                    wall,
+                );
             }
             (CallTimer::RingTimeout, CallState::Ringing) => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::NoAnswer, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::NoAnswer,
+                    None,
+                    wall,
+                );
             }
             (CallTimer::UserDecision, CallState::Ringing) => {
                 let r = match call.script.decision {
@@ -1295,14 +1589,25 @@ impl MetaCore {
                 }
             }
             (CallTimer::HangUp, CallState::Active) => {
-                self.end_call(id, TerminateStatus::Completed, EndReason::UserHungUp, None, wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Completed,
+                    EndReason::UserHungUp,
+                    None,
+                    wall,
+                );
             }
             (CallTimer::Dtmf, CallState::Active) => {
                 let answered = call.script.answered_at;
-                let Some(call) = self.calls.get_mut(id) else { return };
+                let Some(call) = self.calls.get_mut(id) else {
+                    return;
+                };
                 if let Some(step) = call.script.dtmf.pop_front() {
                     let next = call.script.dtmf.front().map(|s| s.after);
-                    self.events.push_back(CoreEvent::PeerSendDtmf { call_id: id.clone(), digits: step.digits });
+                    self.events.push_back(CoreEvent::PeerSendDtmf {
+                        call_id: id.clone(),
+                        digits: step.digits,
+                    });
                     if let (Some(next), Some(a)) = (next, answered) {
                         self.set_call_timer(id, CallTimer::Dtmf, (a + next).max(now));
                     }
@@ -1315,7 +1620,13 @@ impl MetaCore {
                     title,
                     "WhatsApp client terminated the call due to not receiving any media for a long time.",
                 );
-                self.end_call(id, TerminateStatus::Failed, EndReason::MediaTimeout, Some((138021, err)), wall);
+                self.end_call(
+                    id,
+                    TerminateStatus::Failed,
+                    EndReason::MediaTimeout,
+                    Some((138021, err)),
+                    wall,
+                );
             }
             (t, s) => debug!(call_id = %id, timer = ?t, state = ?s, "stale call timer"),
         }
@@ -1344,7 +1655,12 @@ impl MetaCore {
     ) {
         let ttl = self.cfg.limits.temporary_permission;
         let (permission, accept, permanent, expires) = match reply {
-            PermissionReply::AcceptTemporary => (Permission::Temporary(wall + ttl), true, false, Some(wall + ttl)),
+            PermissionReply::AcceptTemporary => (
+                Permission::Temporary(wall + ttl),
+                true,
+                false,
+                Some(wall + ttl),
+            ),
             PermissionReply::AcceptPermanent => (Permission::Permanent, true, true, None),
             PermissionReply::Reject => (Permission::None, false, false, None),
         };
@@ -1356,11 +1672,23 @@ impl MetaCore {
             pnid,
             user,
             wall,
-            &PermissionReplyPayload { accept, permanent, expires, automatic: false, context_id: ctx.as_deref() },
+            &PermissionReplyPayload {
+                accept,
+                permanent,
+                expires,
+                automatic: false,
+                context_id: ctx.as_deref(),
+            },
         );
     }
 
-    fn grant_callback_permission(&mut self, pnid: &PhoneNumberId, user: &WaId, id: &WaCallId, wall: SystemTime) {
+    fn grant_callback_permission(
+        &mut self,
+        pnid: &PhoneNumberId,
+        user: &WaId,
+        id: &WaCallId,
+        wall: SystemTime,
+    ) {
         let ttl = self.cfg.limits.temporary_permission;
         let pair = self.pair(pnid, user);
         if effective(pair.permission, wall) == Permission::Permanent {
@@ -1381,11 +1709,27 @@ impl MetaCore {
         );
     }
 
-    fn emit_permission_reply(&mut self, pnid: &PhoneNumberId, user: &WaId, wall: SystemTime, r: &PermissionReplyPayload<'_>) {
+    fn emit_permission_reply(
+        &mut self,
+        pnid: &PhoneNumberId,
+        user: &WaId,
+        wall: SystemTime,
+        r: &PermissionReplyPayload<'_>,
+    ) {
         let display = self.display(pnid);
         let name = self.user_name(user);
         let msg_id = Wamid::mint(&mut self.rng, user);
-        let value = payload::permission_reply_value(&NumberMeta { pnid, display: &display }, user, &name, &msg_id, wall, r);
+        let value = payload::permission_reply_value(
+            &NumberMeta {
+                pnid,
+                display: &display,
+            },
+            user,
+            &name,
+            &msg_id,
+            wall,
+            r,
+        );
         self.events.push_back(CoreEvent::Webhook(Webhook {
             waba_id: self.cfg.waba_id.clone(),
             field: "messages",
@@ -1397,12 +1741,18 @@ impl MetaCore {
 
     /// Counts an unanswered or rejected business call: nudge at 2, auto-revoke at 4 (§3.6).
     fn count_missed(&mut self, pnid: &PhoneNumberId, user: &WaId, wall: SystemTime) {
-        let (nudge, revoke) = (self.cfg.limits.nudge_after_missed, self.cfg.limits.revoke_after_missed);
+        let (nudge, revoke) = (
+            self.cfg.limits.nudge_after_missed,
+            self.cfg.limits.revoke_after_missed,
+        );
         let pair = self.pair(pnid, user);
         pair.consecutive_missed = pair.consecutive_missed.saturating_add(1);
         let missed = pair.consecutive_missed;
         if missed == nudge {
-            self.events.push_back(CoreEvent::Nudge { phone_number_id: pnid.clone(), user: user.clone() });
+            self.events.push_back(CoreEvent::Nudge {
+                phone_number_id: pnid.clone(),
+                user: user.clone(),
+            });
         }
         if missed >= revoke {
             let pair = self.pair(pnid, user);
@@ -1413,7 +1763,13 @@ impl MetaCore {
                     pnid,
                     user,
                     wall,
-                    &PermissionReplyPayload { accept: false, permanent: false, expires: None, automatic: true, context_id: None },
+                    &PermissionReplyPayload {
+                        accept: false,
+                        permanent: false,
+                        expires: None,
+                        automatic: true,
+                        context_id: None,
+                    },
                 );
             }
         }
@@ -1434,7 +1790,8 @@ impl MetaCore {
             return;
         }
         let active = match &call.machine {
-            Machine::User(UserCallState::Active(a)) | Machine::Business(BusinessCallState::Active(a)) => Some(*a),
+            Machine::User(UserCallState::Active(a))
+            | Machine::Business(BusinessCallState::Active(a)) => Some(*a),
             _ => None,
         };
         let was_ringing_bic = matches!(call.machine, Machine::Business(BusinessCallState::Ringing));
@@ -1451,8 +1808,17 @@ impl MetaCore {
             }
             None => (None, None, None),
         };
-        call.end = Some(CallEnd { status, reason, duration_s: duration, error_code: error.as_ref().map(|e| e.0) });
-        let (pnid, user, opaque) = (call.pnid.clone(), call.user.clone(), call.biz_opaque.clone());
+        call.end = Some(CallEnd {
+            status,
+            reason,
+            duration_s: duration,
+            error_code: error.as_ref().map(|e| e.0),
+        });
+        let (pnid, user, opaque) = (
+            call.pnid.clone(),
+            call.user.clone(),
+            call.biz_opaque.clone(),
+        );
         let (deeplink, cta) = (call.deeplink.clone(), call.cta.clone());
         let display = self.display(&pnid);
         let (from, to) = match direction {
@@ -1508,7 +1874,9 @@ impl MetaCore {
             n.active_calls = n.active_calls.saturating_sub(1);
         }
         self.emit_call_webhook(id, "terminate", Value::Object(obj), errors);
-        self.events.push_back(CoreEvent::PeerStop { call_id: id.clone() });
+        self.events.push_back(CoreEvent::PeerStop {
+            call_id: id.clone(),
+        });
         self.emit_changed(id);
         if was_ringing_bic && matches!(reason, EndReason::NoAnswer | EndReason::UserRejected) {
             self.count_missed(&pnid, &user, wall);
@@ -1524,7 +1892,9 @@ impl MetaCore {
 
     fn arm_active_timers(&mut self, id: &WaCallId, now: Instant) {
         let wd = self.cfg.timing.watchdog.clone();
-        let Some(call) = self.calls.get(id) else { return };
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         let hang = call.script.hang_up_after;
         let first_dtmf = call.script.dtmf.front().map(|s| s.after);
         if wd.enabled {
@@ -1542,12 +1912,29 @@ impl MetaCore {
         self.timers.set(TimerKey::Call(id.clone(), t), at);
     }
 
-    fn emit_call_webhook(&mut self, id: &WaCallId, label: &str, call_obj: Value, errors: Option<Value>) {
-        let Some(call) = self.calls.get(id) else { return };
+    fn emit_call_webhook(
+        &mut self,
+        id: &WaCallId,
+        label: &str,
+        call_obj: Value,
+        errors: Option<Value>,
+    ) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         let (pnid, user) = (call.pnid.clone(), call.user.clone());
         let display = self.display(&pnid);
         let name = self.user_name(&user);
-        let value = payload::calls_value(&NumberMeta { pnid: &pnid, display: &display }, &user, &name, call_obj, errors);
+        let value = payload::calls_value(
+            &NumberMeta {
+                pnid: &pnid,
+                display: &display,
+            },
+            &user,
+            &name,
+            call_obj,
+            errors,
+        );
         self.events.push_back(CoreEvent::Webhook(Webhook {
             waba_id: self.cfg.waba_id.clone(),
             field: "calls",
@@ -1558,11 +1945,24 @@ impl MetaCore {
     }
 
     fn emit_status(&mut self, id: &WaCallId, status: &str, wall: SystemTime, opaque: Option<&str>) {
-        let Some(call) = self.calls.get(id) else { return };
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         let (pnid, user) = (call.pnid.clone(), call.user.clone());
         let display = self.display(&pnid);
         let name = self.user_name(&user);
-        let value = payload::status_value(&NumberMeta { pnid: &pnid, display: &display }, &user, &name, id, status, wall, opaque);
+        let value = payload::status_value(
+            &NumberMeta {
+                pnid: &pnid,
+                display: &display,
+            },
+            &user,
+            &name,
+            id,
+            status,
+            wall,
+            opaque,
+        );
         self.events.push_back(CoreEvent::Webhook(Webhook {
             waba_id: self.cfg.waba_id.clone(),
             field: "calls",
@@ -1634,20 +2034,17 @@ impl Call {
             Machine::User(UserCallState::PreAccepted { .. }) => CallState::PreAccepted,
             Machine::Business(BusinessCallState::AwaitingAnswer) => CallState::AwaitingAnswer,
             Machine::Business(BusinessCallState::Ringing) => CallState::Ringing,
-            Machine::User(UserCallState::Active(_)) | Machine::Business(BusinessCallState::Active(_)) => {
-                CallState::Active
-            }
-            Machine::User(UserCallState::Terminated) | Machine::Business(BusinessCallState::Terminated) => {
-                CallState::Terminated
-            }
+            Machine::User(UserCallState::Active(_))
+            | Machine::Business(BusinessCallState::Active(_)) => CallState::Active,
+            Machine::User(UserCallState::Terminated)
+            | Machine::Business(BusinessCallState::Terminated) => CallState::Terminated,
         }
     }
 
     fn info(&self) -> CallInfo {
         let start_time = match &self.machine {
-            Machine::User(UserCallState::Active(a)) | Machine::Business(BusinessCallState::Active(a)) => {
-                Some(epoch_secs(a.start_wall))
-            }
+            Machine::User(UserCallState::Active(a))
+            | Machine::Business(BusinessCallState::Active(a)) => Some(epoch_secs(a.start_wall)),
             _ => None,
         };
         CallInfo {
@@ -1677,13 +2074,20 @@ fn state_name(s: CallState) -> &'static str {
 }
 
 fn wrong_state(call: &Call, action: &'static str) -> SimError {
-    SimError::WrongState { call: call.id.to_string(), state: state_name(call.state()), action }
+    SimError::WrongState {
+        call: call.id.to_string(),
+        state: state_name(call.state()),
+        action,
+    }
 }
 
 /// Acting on a call in the wrong state (e.g. already terminated): code 100 with details.
 /// Meta's exact code is undocumented (§9, §10); 100 keeps gateways from retrying.
 fn state_error(call: &Call, action: &str) -> GraphError {
-    GraphError::invalid_parameter(format!("Cannot {action}: the call is {}", state_name(call.state())))
+    GraphError::invalid_parameter(format!(
+        "Cannot {action}: the call is {}",
+        state_name(call.state())
+    ))
 }
 
 fn effective(p: Permission, wall: SystemTime) -> Permission {
@@ -1710,7 +2114,9 @@ fn sorted_steps(mut steps: Vec<DtmfStep>) -> VecDeque<DtmfStep> {
 }
 
 fn is_version(v: &str) -> bool {
-    let Some(rest) = v.strip_prefix('v') else { return false };
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
     let mut it = rest.splitn(2, '.');
     let major = it.next().unwrap_or("");
     let minor = it.next().unwrap_or("");
@@ -1718,10 +2124,13 @@ fn is_version(v: &str) -> bool {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, GraphError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| GraphError::invalid_parameter(format!("request body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        GraphError::invalid_parameter(format!("request body is not valid JSON: {e}"))
+    })?;
     if !v.is_object() {
-        return Err(GraphError::invalid_parameter("request body must be a JSON object"));
+        return Err(GraphError::invalid_parameter(
+            "request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -1729,8 +2138,12 @@ fn parse_body(body: &[u8]) -> Result<Value, GraphError> {
 fn check_messaging_product(body: &Value) -> Result<(), GraphError> {
     match body.get("messaging_product").and_then(Value::as_str) {
         Some("whatsapp") => Ok(()),
-        Some(_) => Err(GraphError::invalid_parameter("messaging_product must be \"whatsapp\"")),
-        None => Err(GraphError::invalid_parameter("messaging_product is required")),
+        Some(_) => Err(GraphError::invalid_parameter(
+            "messaging_product must be \"whatsapp\"",
+        )),
+        None => Err(GraphError::invalid_parameter(
+            "messaging_product is required",
+        )),
     }
 }
 
@@ -1741,7 +2154,9 @@ fn biz_opaque(body: &Value) -> Result<Option<String>, GraphError> {
         Some(Value::String(_)) => Err(GraphError::invalid_parameter(
             "biz_opaque_callback_data is limited to 512 characters",
         )),
-        Some(_) => Err(GraphError::invalid_parameter("biz_opaque_callback_data must be a string")),
+        Some(_) => Err(GraphError::invalid_parameter(
+            "biz_opaque_callback_data must be a string",
+        )),
     }
 }
 
@@ -1760,7 +2175,8 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 3;
@@ -1782,8 +2198,14 @@ fn initial_settings(n: &BusinessNumber) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("status".into(), json!(on(n.calling_enabled)));
     m.insert("call_icon_visibility".into(), json!("DEFAULT"));
-    m.insert("callback_permission_status".into(), json!(on(n.callback_permission)));
-    m.insert("sip".into(), json!({ "status": on(n.sip_enabled), "servers": [] }));
+    m.insert(
+        "callback_permission_status".into(),
+        json!(on(n.callback_permission)),
+    );
+    m.insert(
+        "sip".into(),
+        json!({ "status": on(n.sip_enabled), "servers": [] }),
+    );
     if n.srtp_key_exchange == KeyExchange::Sdes {
         m.insert("srtp_key_exchange_protocol".into(), json!("SDES"));
     }

@@ -32,7 +32,9 @@ pub(crate) fn epoch_str(t: SystemTime) -> String {
 }
 
 pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Identity of the business number in payloads.
@@ -138,7 +140,11 @@ pub(crate) fn permission_reply_value(
     }
     reply.insert(
         "response_source".into(),
-        Value::from(if r.automatic { "automatic" } else { "user_action" }),
+        Value::from(if r.automatic {
+            "automatic"
+        } else {
+            "user_action"
+        }),
     );
     let mut msg = json!({
         "from": user.as_str(),
@@ -185,7 +191,11 @@ pub(crate) fn message_status_value(
 }
 
 /// `account_settings_update` (§4.5).
-pub(crate) fn settings_update_value(pnid: &PhoneNumberId, calling: &Value, at: SystemTime) -> Value {
+pub(crate) fn settings_update_value(
+    pnid: &PhoneNumberId,
+    calling: &Value,
+    at: SystemTime,
+) -> Value {
     json!({
         "messaging_product": "whatsapp",
         "timestamp": epoch_str(at),

@@ -5,7 +5,11 @@ use serde_json::{Map, Value, json};
 use crate::error::GraphError;
 
 /// Keys whose change triggers `account_settings_update` (§4.5).
-pub(crate) const NOTIFY_KEYS: [&str; 3] = ["status", "call_icon_visibility", "callback_permission_status"];
+pub(crate) const NOTIFY_KEYS: [&str; 3] = [
+    "status",
+    "call_icon_visibility",
+    "callback_permission_status",
+];
 
 /// Validates the `calling` object of a settings POST. `today` is the UTC civil date
 /// `(year, month, day)`, for "holiday date in the past".
@@ -33,7 +37,11 @@ pub(crate) fn validate_calling(calling: &Value, today: (i64, u32, u32)) -> Resul
 /// Merges a validated POST into the stored `calling` object. `call_hours` is replaced
 /// wholesale; `sip.servers` replaces this app's servers, `[]` deletes them, and disabling
 /// SIP keeps them (§4.1, §5.2).
-pub(crate) fn merge_calling(stored: &mut Map<String, Value>, update: &Map<String, Value>, app_id: u64) {
+pub(crate) fn merge_calling(
+    stored: &mut Map<String, Value>,
+    update: &Map<String, Value>,
+    app_id: u64,
+) {
     for (k, v) in update {
         if k == "sip" {
             let mut sip = stored
@@ -64,7 +72,11 @@ pub(crate) fn merge_calling(stored: &mut Map<String, Value>, update: &Map<String
 }
 
 /// The stored object as `GET` shows it, optionally with `sip_user_password`.
-pub(crate) fn view_calling(stored: &Map<String, Value>, with_credentials: bool, password: &str) -> Value {
+pub(crate) fn view_calling(
+    stored: &Map<String, Value>,
+    with_credentials: bool,
+    password: &str,
+) -> Value {
     let mut v = stored.clone();
     if with_credentials
         && let Some(servers) = v
@@ -125,7 +137,9 @@ fn validate_call_icons(v: &Value) -> Result<(), GraphError> {
                 .as_str()
                 .is_some_and(|s| s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase()));
             if !ok {
-                return Err(bad("restrict_to_user_countries takes ISO 3166 alpha-2 codes"));
+                return Err(bad(
+                    "restrict_to_user_countries takes ISO 3166 alpha-2 codes",
+                ));
             }
         }
     }
@@ -178,7 +192,9 @@ fn validate_sip(v: &Value) -> Result<(), GraphError> {
         .and_then(Value::as_array)
         .is_some_and(Vec::is_empty);
     if enabling && empty {
-        return Err(bad("at least one SIP server is required while sip.status is ENABLED"));
+        return Err(bad(
+            "at least one SIP server is required while sip.status is ENABLED",
+        ));
     }
     Ok(())
 }
@@ -187,14 +203,19 @@ fn validate_sip_server(s: &Value) -> Result<(), GraphError> {
     let Some(obj) = s.as_object() else {
         return Err(bad("sip server must be an object"));
     };
-    let host_ok = obj.get("hostname").and_then(Value::as_str).is_some_and(|h| {
-        !h.is_empty()
-            && h.len() <= 253
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    });
+    let host_ok = obj
+        .get("hostname")
+        .and_then(Value::as_str)
+        .is_some_and(|h| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        });
     if !host_ok {
-        return Err(bad("sip server hostname is required and must be a host name"));
+        return Err(bad(
+            "sip server hostname is required and must be a host name",
+        ));
     }
     for (k, v) in obj {
         match k.as_str() {
@@ -224,7 +245,13 @@ fn validate_sip_server(s: &Value) -> Result<(), GraphError> {
 }
 
 const DAYS: [&str; 7] = [
-    "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY",
+    "MONDAY",
+    "TUESDAY",
+    "WEDNESDAY",
+    "THURSDAY",
+    "FRIDAY",
+    "SATURDAY",
+    "SUNDAY",
 ];
 
 fn validate_call_hours(v: &Value, today: (i64, u32, u32)) -> Result<(), GraphError> {
@@ -266,7 +293,9 @@ fn validate_call_hours(v: &Value, today: (i64, u32, u32)) -> Result<(), GraphErr
                 let close = hhmm(e.get("close_time"))
                     .ok_or_else(|| bad("close_time must be an HHMM string"))?;
                 if open >= close {
-                    return Err(bad("invalid call_hours schedule: open_time must be before close_time"));
+                    return Err(bad(
+                        "invalid call_hours schedule: open_time must be before close_time",
+                    ));
                 }
                 per_day[d].push((open, close));
             }
@@ -294,7 +323,9 @@ fn validate_call_hours(v: &Value, today: (i64, u32, u32)) -> Result<(), GraphErr
         for e in list {
             let date = e.get("date").and_then(Value::as_str).unwrap_or("");
             let Some(d) = parse_date(date) else {
-                return Err(bad(format!("invalid holiday date format {date:?}, expected YYYY-MM-DD")));
+                return Err(bad(format!(
+                    "invalid holiday date format {date:?}, expected YYYY-MM-DD"
+                )));
             };
             if d < today {
                 return Err(bad(format!("holiday date {date} is in the past")));
@@ -354,8 +385,16 @@ fn valid_tz_shape(s: &str) -> bool {
     let mut parts = s.split('/');
     let area = parts.next().unwrap_or("");
     const AREAS: [&str; 10] = [
-        "Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia", "Europe", "Indian",
-        "Pacific", "Etc",
+        "Africa",
+        "America",
+        "Antarctica",
+        "Asia",
+        "Atlantic",
+        "Australia",
+        "Europe",
+        "Indian",
+        "Pacific",
+        "Etc",
     ];
     AREAS.contains(&area)
         && s.len() <= 64
@@ -421,11 +460,15 @@ mod tests {
         let cases = [
             (hours(json!([])), "must not be empty"),
             (
-                hours(json!([{ "day_of_week": "MONDAY", "open_time": "1000", "close_time": "0900" }])),
+                hours(
+                    json!([{ "day_of_week": "MONDAY", "open_time": "1000", "close_time": "0900" }]),
+                ),
                 "before close_time",
             ),
             (
-                hours(json!([{ "day_of_week": "FUNDAY", "open_time": "0900", "close_time": "1000" }])),
+                hours(
+                    json!([{ "day_of_week": "FUNDAY", "open_time": "0900", "close_time": "1000" }]),
+                ),
                 "day_of_week",
             ),
             (
@@ -457,7 +500,10 @@ mod tests {
                 "date format",
             ),
             (json!({ "status": "ON" }), "invalid status"),
-            (json!({ "sip": { "status": "ENABLED", "servers": [] } }), "at least one SIP server"),
+            (
+                json!({ "sip": { "status": "ENABLED", "servers": [] } }),
+                "at least one SIP server",
+            ),
         ];
         for (body, want) in cases {
             let e = validate_calling(&body, TODAY).unwrap_err();

@@ -23,6 +23,8 @@ impl Harness {
         Self::with(|_| {})
     }
 
+    // The virtual clock's origin; every later instant is computed from it.
+    #[allow(clippy::disallowed_methods)]
     fn with(f: impl FnOnce(&mut CoreConfig)) -> Self {
         let mut cfg = CoreConfig {
             access_tokens: vec![TOKEN.into()],
@@ -105,7 +107,9 @@ impl Harness {
     }
 
     fn get(&mut self, path_and_query: &str) -> GraphResponse {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         let req = GraphRequest {
             method: "GET".into(),
             path: path.into(),
@@ -164,7 +168,8 @@ impl Harness {
             BIZ_OFFER,
         )
         .unwrap();
-        self.core.handle_peer_answer(&id, Ok(answer), self.now, self.wall);
+        self.core
+            .handle_peer_answer(&id, Ok(answer), self.now, self.wall);
         self.drain();
         id
     }
@@ -217,7 +222,10 @@ fn pre_accept_then_identical_accept_activates_and_terminate_reports_duration() {
     let body = h.answer(&id, "pre_accept");
     let r = h.calls(body);
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, json!({ "messaging_product": "whatsapp", "success": true }));
+    assert_eq!(
+        r.body,
+        json!({ "messaging_product": "whatsapp", "success": true })
+    );
     assert_eq!(h.state(&id), CallState::PreAccepted);
     h.advance(Duration::from_secs(2));
     let body = h.answer(&id, "accept");
@@ -227,7 +235,9 @@ fn pre_accept_then_identical_accept_activates_and_terminate_reports_duration() {
     h.core.handle_business_media(&id, h.now, h.wall);
     h.advance(Duration::from_secs(20));
     h.core.handle_business_media(&id, h.now, h.wall);
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "terminate" }));
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "terminate" }),
+    );
     assert_eq!(r.status, 200);
     let v = h.terminate_webhook();
     let c = &v["calls"][0];
@@ -236,7 +246,10 @@ fn pre_accept_then_identical_accept_activates_and_terminate_reports_duration() {
     assert_eq!(c["end_time"], (start + 20).to_string());
     assert_eq!(c["duration"], json!(20));
     assert!(c["duration"].is_u64(), "duration is an integer");
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::BusinessTerminated);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::BusinessTerminated
+    );
 }
 
 #[test]
@@ -250,7 +263,12 @@ fn accept_with_sdp_different_from_pre_accept_is_refused_with_code_100() {
     let r = h.calls(body);
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], 100);
-    assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("identical"));
+    assert!(
+        r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("identical")
+    );
     assert_eq!(h.state(&id), CallState::PreAccepted);
 }
 
@@ -268,7 +286,10 @@ fn answer_timeout_terminates_an_unaccepted_call_at_45s_without_duration() {
     let c = &v["calls"][0];
     assert_eq!(c["status"], "COMPLETED");
     assert!(c.get("duration").is_none() && c.get("start_time").is_none());
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::NotAnswered);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::NotAnswered
+    );
 }
 
 #[test]
@@ -284,7 +305,9 @@ fn reject_ends_an_offered_call_completed_and_later_actions_error() {
     let mut h = Harness::new();
     let id = h.user_call();
     h.take_webhooks();
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "reject" }));
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "reject" }),
+    );
     assert_eq!(r.status, 200);
     let v = h.terminate_webhook();
     assert_eq!(v["calls"][0]["status"], "COMPLETED");
@@ -293,7 +316,12 @@ fn reject_ends_an_offered_call_completed_and_later_actions_error() {
         let r = h.calls(body);
         assert_eq!(r.status, 400, "{action}");
         assert_eq!(r.body["error"]["code"], 100);
-        assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("terminated"));
+        assert!(
+            r.body["error"]["error_data"]["details"]
+                .as_str()
+                .unwrap()
+                .contains("terminated")
+        );
     }
     assert!(h.take_webhooks().is_empty(), "no second terminate");
 }
@@ -309,7 +337,11 @@ fn user_hang_up_of_active_call_reports_times_and_stops_peer() {
     let (now, wall) = (h.now, h.wall);
     h.core.user_hangs_up(&id, now, wall).unwrap();
     h.drain();
-    assert!(h.events.iter().any(|e| matches!(e, CoreEvent::PeerStop { call_id } if *call_id == id)));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::PeerStop { call_id } if *call_id == id))
+    );
     let v = h.terminate_webhook();
     assert_eq!(v["calls"][0]["duration"], json!(5));
     assert!(h.core.user_hangs_up(&id, now, wall).is_err());
@@ -320,16 +352,29 @@ fn scripted_user_hangs_up_after_n_seconds_and_presses_dtmf() {
     let mut h = Harness::with(|c| c.timing.watchdog.enabled = false);
     let mut call = UserCall::new(Harness::user(), Harness::pnid());
     call.hang_up_after = Some(Duration::from_secs(10));
-    call.dtmf = vec![DtmfStep { after: Duration::from_secs(3), digits: "12#".into() }];
-    let id = h.core.user_calls(call, "v=0\r\n".into(), h.now, h.wall).unwrap();
+    call.dtmf = vec![DtmfStep {
+        after: Duration::from_secs(3),
+        digits: "12#".into(),
+    }];
+    let id = h
+        .core
+        .user_calls(call, "v=0\r\n".into(), h.now, h.wall)
+        .unwrap();
     let body = h.answer(&id, "accept");
     h.calls(body);
     h.advance(Duration::from_secs(3));
-    assert!(h.events.iter().any(|e| matches!(e, CoreEvent::PeerSendDtmf { digits, .. } if digits == "12#")));
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::PeerSendDtmf { digits, .. } if digits == "12#"))
+    );
     h.advance(Duration::from_millis(6_900));
     assert_eq!(h.state(&id), CallState::Active);
     h.advance(Duration::from_millis(100));
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::UserHungUp);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::UserHungUp
+    );
 }
 
 #[test]
@@ -339,8 +384,16 @@ fn bad_sdp_on_accept_is_code_100_with_details() {
     let mut body = h.answer(&id, "accept");
     body["session"]["sdp"] = json!(DOC_ANSWER.replace("\r\n", "\n"));
     let r = h.calls(body);
-    assert_eq!((r.status, r.body["error"]["code"].as_u64()), (400, Some(100)));
-    assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("CRLF"));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_u64()),
+        (400, Some(100))
+    );
+    assert!(
+        r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("CRLF")
+    );
     let mut body = h.answer(&id, "accept");
     body["session"]["sdp_type"] = json!("offer");
     assert_eq!(h.calls(body).body["error"]["code"], 100);
@@ -352,7 +405,12 @@ fn user_calls_refused_without_webhook_when_number_at_concurrency_limit() {
     h.user_call();
     h.take_webhooks();
     let other = WaId::parse("4915199999999").unwrap();
-    let r = h.core.user_calls(UserCall::new(other, Harness::pnid()), "v=0\r\n".into(), h.now, h.wall);
+    let r = h.core.user_calls(
+        UserCall::new(other, Harness::pnid()),
+        "v=0\r\n".into(),
+        h.now,
+        h.wall,
+    );
     assert!(matches!(r, Err(SimError::CallNotPlaced(_))));
     assert!(h.take_webhooks().is_empty());
 }
@@ -361,7 +419,12 @@ fn user_calls_refused_without_webhook_when_number_at_concurrency_limit() {
 fn one_call_per_pair_refuses_a_second_user_call() {
     let mut h = Harness::new();
     h.user_call();
-    let r = h.core.user_calls(UserCall::new(Harness::user(), Harness::pnid()), "v=0\r\n".into(), h.now, h.wall);
+    let r = h.core.user_calls(
+        UserCall::new(Harness::user(), Harness::pnid()),
+        "v=0\r\n".into(),
+        h.now,
+        h.wall,
+    );
     assert!(matches!(r, Err(SimError::CallNotPlaced(_))));
 }
 
@@ -370,17 +433,24 @@ fn callback_permission_on_user_call_grants_temporary_with_wacid_context() {
     let mut h = Harness::with(|c| c.numbers[0].callback_permission = true);
     let id = h.user_call();
     let w = h.take_webhooks();
-    assert_eq!(w.iter().map(|w| w.label.as_str()).collect::<Vec<_>>(), ["connect", "call_permission_reply"]);
+    assert_eq!(
+        w.iter().map(|w| w.label.as_str()).collect::<Vec<_>>(),
+        ["connect", "call_permission_reply"]
+    );
     let m = &w[1].value["messages"][0];
     assert_eq!(w[1].field, "messages");
     let r = &m["interactive"]["call_permission_reply"];
     assert_eq!(r["response"], "accept");
     assert_eq!(r["is_permanent"], false);
     assert_eq!(r["response_source"], "automatic");
-    assert_eq!(r["expiration_timestamp"], (h.epoch() + 7 * 86_400).to_string());
+    assert_eq!(
+        r["expiration_timestamp"],
+        (h.epoch() + 7 * 86_400).to_string()
+    );
     assert_eq!(m["context"]["id"], id.as_str());
     assert_eq!(
-        h.core.permission(&Harness::pnid(), &Harness::user(), h.wall),
+        h.core
+            .permission(&Harness::pnid(), &Harness::user(), h.wall),
         PermissionStatus::Temporary(h.epoch() + 7 * 86_400)
     );
 }
@@ -403,7 +473,10 @@ fn media_watchdog_fails_call_after_20s_without_business_media_at_start() {
     assert_eq!(v["errors"][0]["code"], 138021, "errors also at value level");
     assert_eq!(v["calls"][0]["duration"], json!(20));
     let end = h.core.call(&id).unwrap().end.unwrap();
-    assert_eq!((end.status, end.error_code), (TerminateStatus::Failed, Some(138021)));
+    assert_eq!(
+        (end.status, end.error_code),
+        (TerminateStatus::Failed, Some(138021))
+    );
 }
 
 #[test]
@@ -420,7 +493,10 @@ fn media_watchdog_fails_call_after_30s_of_silence_mid_call() {
     h.advance(Duration::from_millis(29_900));
     assert_eq!(h.state(&id), CallState::Active);
     h.advance(Duration::from_millis(100));
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().error_code, Some(138021));
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().error_code,
+        Some(138021)
+    );
 }
 
 // ---- business-initiated ----
@@ -437,27 +513,52 @@ fn business_connect_checks_run_in_reference_order() {
     });
     let code = |h: &mut Harness| h.connect().body["error"]["code"].as_u64().unwrap();
     assert_eq!(code(&mut h), 138000);
-    h.core.numbers.get_mut(&Harness::pnid()).unwrap().cfg.calling_enabled = true;
+    h.core
+        .numbers
+        .get_mut(&Harness::pnid())
+        .unwrap()
+        .cfg
+        .calling_enabled = true;
     assert_eq!(code(&mut h), 138013);
-    h.core.numbers.get_mut(&Harness::pnid()).unwrap().cfg.display_phone_number = "4930901820".into();
+    h.core
+        .numbers
+        .get_mut(&Harness::pnid())
+        .unwrap()
+        .cfg
+        .display_phone_number = "4930901820".into();
     assert_eq!(code(&mut h), 138006);
     permit(&mut h, PermissionGrant::Permanent);
     assert_eq!(code(&mut h), 138012);
     h.core.cfg.limits.connected_calls_per_day = 100;
-    h.core.pair(&Harness::pnid(), &Harness::user()).active_call = Some(WaCallId::parse("wacid.x").unwrap());
+    h.core.pair(&Harness::pnid(), &Harness::user()).active_call =
+        Some(WaCallId::parse("wacid.x").unwrap());
     assert_eq!(code(&mut h), 138003);
     h.core.pair(&Harness::pnid(), &Harness::user()).active_call = None;
     assert_eq!(code(&mut h), 138002);
-    h.core.numbers.get_mut(&Harness::pnid()).unwrap().cfg.max_concurrent_calls = 1000;
+    h.core
+        .numbers
+        .get_mut(&Harness::pnid())
+        .unwrap()
+        .cfg
+        .max_concurrent_calls = 1000;
     let r = h.connect();
-    assert_eq!((r.status, r.body["error"]["code"].as_u64()), (429, Some(138005)));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_u64()),
+        (429, Some(138005))
+    );
     h.core.cfg.limits.bic_attempts_per_day = 10;
     assert_eq!(h.connect().status, 200);
 }
 
 #[test]
 fn blocked_business_countries_are_configurable() {
-    for (display, blocked) in [("201001234567", true), ("84912345678", true), ("2348012345678", true), ("4930901820", false), ("212600000000", false)] {
+    for (display, blocked) in [
+        ("201001234567", true),
+        ("84912345678", true),
+        ("2348012345678", true),
+        ("4930901820", false),
+        ("212600000000", false),
+    ] {
         let mut h = Harness::with(|c| c.numbers[0].display_phone_number = display.into());
         permit(&mut h, PermissionGrant::Permanent);
         let code = h.connect().body["error"]["code"].as_u64();
@@ -477,22 +578,37 @@ fn business_call_sends_answer_in_connect_then_ringing_accepted_and_completed() {
     permit(&mut h, PermissionGrant::Temporary);
     let id = h.business_call();
     let w = h.take_webhooks();
-    assert_eq!(w.iter().map(|w| w.label.as_str()).collect::<Vec<_>>(), ["connect", "RINGING"]);
+    assert_eq!(
+        w.iter().map(|w| w.label.as_str()).collect::<Vec<_>>(),
+        ["connect", "RINGING"]
+    );
     let c = &w[0].value["calls"][0];
     assert_eq!(c["direction"], "BUSINESS_INITIATED");
     assert_eq!(c["from"], "4930901820");
     assert_eq!(c["to"], USER);
     assert_eq!(c["session"]["sdp_type"], "answer");
     assert_eq!(c["biz_opaque_callback_data"], "ref-1");
-    assert!(c.get("connection").is_none(), "legacy connection.webrtc is not sent");
+    assert!(
+        c.get("connection").is_none(),
+        "legacy connection.webrtc is not sent"
+    );
     let st = &w[1].value["statuses"][0];
-    assert_eq!((st["type"].as_str(), st["status"].as_str(), st["recipient_id"].as_str()), (Some("call"), Some("RINGING"), Some(USER)));
+    assert_eq!(
+        (
+            st["type"].as_str(),
+            st["status"].as_str(),
+            st["recipient_id"].as_str()
+        ),
+        (Some("call"), Some("RINGING"), Some(USER))
+    );
     // Default user picks up after 2 s.
     h.advance(Duration::from_secs(2));
     assert_eq!(h.state(&id), CallState::Active);
     assert_eq!(h.labels(), ["ACCEPTED"]);
     h.advance(Duration::from_secs(7));
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "terminate" }));
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "terminate" }),
+    );
     assert_eq!(r.status, 200);
     let v = h.terminate_webhook();
     assert_eq!(v["calls"][0]["duration"], json!(7));
@@ -501,14 +617,25 @@ fn business_call_sends_answer_in_connect_then_ringing_accepted_and_completed() {
 
 #[test]
 fn business_call_user_rejects_sends_rejected_then_terminate() {
-    let mut h = Harness::with(|c| c.default_user.on_business_call = BusinessCallBehaviour::Reject { after: Duration::from_secs(3) });
+    let mut h = Harness::with(|c| {
+        c.default_user.on_business_call = BusinessCallBehaviour::Reject {
+            after: Duration::from_secs(3),
+        }
+    });
     permit(&mut h, PermissionGrant::Temporary);
     let id = h.business_call();
     h.take_webhooks();
     h.advance(Duration::from_secs(3));
     assert_eq!(h.labels(), ["REJECTED", "terminate"]);
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::UserRejected);
-    assert_eq!(h.core.consecutive_missed(&Harness::pnid(), &Harness::user()), 1);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::UserRejected
+    );
+    assert_eq!(
+        h.core
+            .consecutive_missed(&Harness::pnid(), &Harness::user()),
+        1
+    );
 }
 
 #[test]
@@ -522,7 +649,10 @@ fn business_call_not_answered_ends_at_ring_timeout_without_duration() {
     h.advance(Duration::from_millis(100));
     let v = h.terminate_webhook();
     assert!(v["calls"][0].get("duration").is_none());
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::NoAnswer);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::NoAnswer
+    );
 }
 
 #[test]
@@ -532,7 +662,9 @@ fn business_actions_pre_accept_and_reject_are_refused_on_business_calls() {
     let id = h.business_call();
     let body = h.answer(&id, "pre_accept");
     assert_eq!(h.calls(body).body["error"]["code"], 100);
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "reject" }));
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "reject" }),
+    );
     assert_eq!(r.body["error"]["code"], 100);
 }
 
@@ -542,7 +674,10 @@ fn duplicate_pair_call_is_138003_while_first_is_ringing() {
     permit(&mut h, PermissionGrant::Temporary);
     h.business_call();
     let r = h.connect();
-    assert_eq!((r.status, r.body["error"]["code"].as_u64()), (400, Some(138003)));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_u64()),
+        (400, Some(138003))
+    );
 }
 
 #[test]
@@ -551,7 +686,8 @@ fn peer_failure_ends_business_call_failed_138019() {
     permit(&mut h, PermissionGrant::Temporary);
     let r = h.connect();
     let id = WaCallId::parse(r.body["calls"][0]["id"].as_str().unwrap()).unwrap();
-    h.core.handle_peer_answer(&id, Err("no codec".into()), h.now, h.wall);
+    h.core
+        .handle_peer_answer(&id, Err("no codec".into()), h.now, h.wall);
     let v = h.terminate_webhook();
     assert_eq!(v["calls"][0]["status"], "FAILED");
     assert_eq!(v["calls"][0]["errors"][0]["code"], 138019);
@@ -564,27 +700,47 @@ fn two_missed_business_calls_nudge_and_four_auto_revoke_with_automatic_reject() 
     for i in 1..=4 {
         h.business_call();
         h.advance(Duration::from_secs(60));
-        let nudged = h.events.iter().any(|e| matches!(e, CoreEvent::Nudge { .. }));
+        let nudged = h
+            .events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Nudge { .. }));
         assert_eq!(nudged, i >= 2, "nudge after {i}");
         let labels = h.labels();
-        assert_eq!(labels.contains(&"call_permission_reply".to_owned()), i == 4, "{labels:?}");
+        assert_eq!(
+            labels.contains(&"call_permission_reply".to_owned()),
+            i == 4,
+            "{labels:?}"
+        );
     }
-    assert_eq!(h.core.permission(&Harness::pnid(), &Harness::user(), h.wall), PermissionStatus::NoPermission);
+    assert_eq!(
+        h.core
+            .permission(&Harness::pnid(), &Harness::user(), h.wall),
+        PermissionStatus::NoPermission
+    );
     assert_eq!(h.connect().body["error"]["code"], 138006);
 }
 
 #[test]
 fn auto_revoke_reply_is_reject_automatic_without_context() {
     let mut h = Harness::with(|c| {
-        c.default_user.on_business_call = BusinessCallBehaviour::Reject { after: Duration::ZERO };
+        c.default_user.on_business_call = BusinessCallBehaviour::Reject {
+            after: Duration::ZERO,
+        };
         c.limits.revoke_after_missed = 1;
     });
     permit(&mut h, PermissionGrant::Temporary);
     h.business_call();
     h.advance(Duration::from_millis(100));
-    let w = h.take_webhooks().into_iter().find(|w| w.label == "call_permission_reply").unwrap();
+    let w = h
+        .take_webhooks()
+        .into_iter()
+        .find(|w| w.label == "call_permission_reply")
+        .unwrap();
     let m = &w.value["messages"][0];
-    assert_eq!(m["interactive"]["call_permission_reply"], json!({ "response": "reject", "response_source": "automatic" }));
+    assert_eq!(
+        m["interactive"]["call_permission_reply"],
+        json!({ "response": "reject", "response_source": "automatic" })
+    );
     assert!(m.get("context").is_none());
 }
 
@@ -594,19 +750,34 @@ fn answered_business_call_resets_the_missed_streak() {
     permit(&mut h, PermissionGrant::Permanent);
     let id = h.business_call();
     h.advance(Duration::from_secs(60));
-    assert_eq!(h.core.call(&id).unwrap().end.unwrap().reason, EndReason::NoAnswer);
-    assert_eq!(h.core.consecutive_missed(&Harness::pnid(), &Harness::user()), 1);
+    assert_eq!(
+        h.core.call(&id).unwrap().end.unwrap().reason,
+        EndReason::NoAnswer
+    );
+    assert_eq!(
+        h.core
+            .consecutive_missed(&Harness::pnid(), &Harness::user()),
+        1
+    );
     let id = h.business_call();
     let (now, wall) = (h.now, h.wall);
     h.core.user_answers(&id, now, wall).unwrap();
-    assert_eq!(h.core.consecutive_missed(&Harness::pnid(), &Harness::user()), 0);
+    assert_eq!(
+        h.core
+            .consecutive_missed(&Harness::pnid(), &Harness::user()),
+        0
+    );
 }
 
 #[test]
 fn daily_connected_call_limit_gives_138012_until_24h_pass() {
     let mut h = Harness::with(|c| {
         c.limits.connected_calls_per_day = 2;
-        c.default_user.on_business_call = BusinessCallBehaviour::Answer { after: Duration::ZERO, hang_up_after: Some(Duration::from_secs(1)), dtmf: vec![] };
+        c.default_user.on_business_call = BusinessCallBehaviour::Answer {
+            after: Duration::ZERO,
+            hang_up_after: Some(Duration::from_secs(1)),
+            dtmf: vec![],
+        };
         c.timing.watchdog.enabled = false;
     });
     permit(&mut h, PermissionGrant::Permanent);
@@ -616,7 +787,12 @@ fn daily_connected_call_limit_gives_138012_until_24h_pass() {
     }
     let r = h.connect();
     assert_eq!(r.body["error"]["code"], 138012);
-    assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("next call allowed"));
+    assert!(
+        r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("next call allowed")
+    );
     let p = h.get(&format!("/v23.0/{PNID}/call_permissions?user_wa_id={USER}"));
     let start = &p.body["actions"][1];
     assert_eq!(start["action_name"], "start_call");
@@ -636,10 +812,16 @@ fn concurrency_limit_138002_applies_per_number() {
     // The pair is busy first (138003 precedes 138002); use another user.
     assert_eq!(r.body["error"]["code"], 138003);
     let other = WaId::parse("4915100000001").unwrap();
-    h.core.set_permission(&Harness::pnid(), &other, PermissionGrant::Permanent, h.wall);
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "to": "+49 151 00000001", "action": "connect",
-        "session": { "sdp_type": "offer", "sdp": BIZ_OFFER } }));
-    assert_eq!((r.status, r.body["error"]["code"].as_u64()), (429, Some(138002)));
+    h.core
+        .set_permission(&Harness::pnid(), &other, PermissionGrant::Permanent, h.wall);
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "to": "+49 151 00000001", "action": "connect",
+        "session": { "sdp_type": "offer", "sdp": BIZ_OFFER } }),
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_u64()),
+        (429, Some(138002))
+    );
 }
 
 // ---- permissions ----
@@ -657,7 +839,10 @@ fn permission_request_accepted_temporary_replies_with_wamid_context_and_expiry()
     assert_eq!(r.status, 200);
     let wamid = r.body["messages"][0]["id"].as_str().unwrap().to_owned();
     assert!(wamid.starts_with("wamid."));
-    assert_eq!(r.body["contacts"][0], json!({ "input": USER, "wa_id": USER }));
+    assert_eq!(
+        r.body["contacts"][0],
+        json!({ "input": USER, "wa_id": USER })
+    );
     assert_eq!(h.labels(), ["message_status", "message_status"]);
     h.advance(Duration::from_secs(1));
     let w = h.take_webhooks();
@@ -668,10 +853,16 @@ fn permission_request_accepted_temporary_replies_with_wamid_context_and_expiry()
     assert_eq!(reply["response"], "accept");
     assert_eq!(reply["is_permanent"], false);
     assert_eq!(reply["response_source"], "user_action");
-    assert_eq!(reply["expiration_timestamp"], (h.epoch() + 7 * 86_400).to_string());
+    assert_eq!(
+        reply["expiration_timestamp"],
+        (h.epoch() + 7 * 86_400).to_string()
+    );
     let p = h.get(&format!("/v23.0/{PNID}/call_permissions?user_wa_id={USER}"));
     assert_eq!(p.body["permission"]["status"], "temporary");
-    assert_eq!(p.body["permission"]["expiration_time"], json!(h.epoch() + 7 * 86_400));
+    assert_eq!(
+        p.body["permission"]["expiration_time"],
+        json!(h.epoch() + 7 * 86_400)
+    );
     // Temporary permission lapses silently after 7 days.
     h.advance(Duration::from_secs(7 * 86_400));
     assert!(h.take_webhooks().is_empty());
@@ -681,15 +872,24 @@ fn permission_request_accepted_temporary_replies_with_wamid_context_and_expiry()
 
 #[test]
 fn permission_request_decline_and_ignore() {
-    let mut h = Harness::with(|c| c.default_user.on_permission_request = PermissionRequestBehaviour::Decline { after: Duration::ZERO });
+    let mut h = Harness::with(|c| {
+        c.default_user.on_permission_request = PermissionRequestBehaviour::Decline {
+            after: Duration::ZERO,
+        }
+    });
     h.graph("POST", &format!("/v23.0/{PNID}/messages"), cpr(USER));
     h.take_webhooks();
     h.advance(Duration::from_millis(100));
     let w = h.take_webhooks();
     let reply = &w[0].value["messages"][0]["interactive"]["call_permission_reply"];
-    assert_eq!(reply, &json!({ "response": "reject", "response_source": "user_action" }));
+    assert_eq!(
+        reply,
+        &json!({ "response": "reject", "response_source": "user_action" })
+    );
 
-    let mut h = Harness::with(|c| c.default_user.on_permission_request = PermissionRequestBehaviour::Ignore);
+    let mut h = Harness::with(|c| {
+        c.default_user.on_permission_request = PermissionRequestBehaviour::Ignore
+    });
     h.graph("POST", &format!("/v23.0/{PNID}/messages"), cpr(USER));
     h.take_webhooks();
     h.advance(Duration::from_secs(3600));
@@ -698,15 +898,24 @@ fn permission_request_decline_and_ignore() {
 
 #[test]
 fn permission_requests_limited_1_per_day_2_per_week_and_reset_by_connected_call() {
-    let mut h = Harness::with(|c| c.default_user.on_permission_request = PermissionRequestBehaviour::Ignore);
+    let mut h = Harness::with(|c| {
+        c.default_user.on_permission_request = PermissionRequestBehaviour::Ignore
+    });
     let path = format!("/v23.0/{PNID}/messages");
     assert_eq!(h.graph("POST", &path, cpr(USER)).status, 200);
     let r = h.graph("POST", &path, cpr(USER));
-    assert_eq!((r.status, r.body["error"]["code"].as_u64()), (400, Some(138009)));
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_u64()),
+        (400, Some(138009))
+    );
     h.advance(Duration::from_secs(24 * 3600));
     assert_eq!(h.graph("POST", &path, cpr(USER)).status, 200);
     h.advance(Duration::from_secs(24 * 3600));
-    assert_eq!(h.graph("POST", &path, cpr(USER)).body["error"]["code"], 138009, "2 per 7 days");
+    assert_eq!(
+        h.graph("POST", &path, cpr(USER)).body["error"]["code"],
+        138009,
+        "2 per 7 days"
+    );
     let p = h.get(&format!("/v23.0/{PNID}/call_permissions?user_wa_id={USER}"));
     assert_eq!(p.body["actions"][0]["can_perform_action"], false);
     assert_eq!(p.body["actions"][0]["limits"][1]["current_usage"], 2);
@@ -731,7 +940,12 @@ fn plain_text_message_gets_a_message_response() {
     let r = h.graph("POST", &format!("/v23.0/{PNID}/messages"),
         json!({ "messaging_product": "whatsapp", "to": USER, "type": "text", "text": { "body": "hi" } }));
     assert_eq!(r.status, 200);
-    assert!(r.body["messages"][0]["id"].as_str().unwrap().starts_with("wamid."));
+    assert!(
+        r.body["messages"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid.")
+    );
 }
 
 // ---- Graph plumbing ----
@@ -741,7 +955,10 @@ fn sip_enabled_number_gets_131055_on_every_calls_action() {
     let mut h = Harness::with(|c| c.numbers[0].sip_enabled = true);
     for action in ["connect", "accept", "terminate"] {
         let r = h.calls(json!({ "messaging_product": "whatsapp", "action": action }));
-        assert_eq!((r.status, r.body["error"]["code"].as_u64()), (400, Some(131055)));
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_u64()),
+            (400, Some(131055))
+        );
     }
 }
 
@@ -758,20 +975,57 @@ fn token_version_path_and_body_validation() {
     let r = h.core.handle_graph(&req, h.now, h.wall);
     assert_eq!((r.status, r.error_code), (401, Some(190)));
     req.authorization = None;
-    assert_eq!(h.core.handle_graph(&req, h.now, h.wall).error_code, Some(104));
-    for (path, ok) in [("/v17.0/{P}/calls", true), ("/v24.1/{P}/calls", true), ("/23.0/{P}/calls", false), ("/v23/{P}/calls", false), ("/v23.0/999/calls", false)] {
-        let r = h.graph("POST", &path.replace("{P}", PNID), json!({ "messaging_product": "whatsapp", "action": "bogus" }));
-        let details = r.body["error"]["error_data"]["details"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h.core.handle_graph(&req, h.now, h.wall).error_code,
+        Some(104)
+    );
+    for (path, ok) in [
+        ("/v17.0/{P}/calls", true),
+        ("/v24.1/{P}/calls", true),
+        ("/23.0/{P}/calls", false),
+        ("/v23/{P}/calls", false),
+        ("/v23.0/999/calls", false),
+    ] {
+        let r = h.graph(
+            "POST",
+            &path.replace("{P}", PNID),
+            json!({ "messaging_product": "whatsapp", "action": "bogus" }),
+        );
+        let details = r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(details.contains("Invalid action"), ok, "{path}: {details}");
     }
     let r = h.calls(json!({ "action": "connect" }));
-    assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("messaging_product"));
-    let req = GraphRequest { authorization: Some(format!("Bearer {TOKEN}")), body: b"not json".to_vec(), ..req };
-    assert_eq!(h.core.handle_graph(&req, h.now, h.wall).error_code, Some(100));
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "call_id": "wacid.nope", "action": "accept" }));
-    assert!(r.body["error"]["error_data"]["details"].as_str().unwrap().contains("call_id"));
-    let r = h.calls(json!({ "messaging_product": "whatsapp", "to": USER, "action": "connect",
-        "connection": { "webrtc": { "sdp": "{}" } } }));
+    assert!(
+        r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("messaging_product")
+    );
+    let req = GraphRequest {
+        authorization: Some(format!("Bearer {TOKEN}")),
+        body: b"not json".to_vec(),
+        ..req
+    };
+    assert_eq!(
+        h.core.handle_graph(&req, h.now, h.wall).error_code,
+        Some(100)
+    );
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "call_id": "wacid.nope", "action": "accept" }),
+    );
+    assert!(
+        r.body["error"]["error_data"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("call_id")
+    );
+    let r = h.calls(
+        json!({ "messaging_product": "whatsapp", "to": USER, "action": "connect",
+        "connection": { "webrtc": { "sdp": "{}" } } }),
+    );
     assert_eq!(r.body["error"]["code"], 100);
     assert_eq!(r.action.as_deref(), Some("connect"));
 }
@@ -780,21 +1034,36 @@ fn token_version_path_and_body_validation() {
 fn settings_post_validates_merges_and_notifies_on_calling_status() {
     let mut h = Harness::new();
     let path = format!("/v23.0/{PNID}/settings");
-    let r = h.graph("POST", &path, json!({ "calling": { "status": "DISABLED", "callback_permission_status": "ENABLED" } }));
+    let r = h.graph(
+        "POST",
+        &path,
+        json!({ "calling": { "status": "DISABLED", "callback_permission_status": "ENABLED" } }),
+    );
     assert_eq!((r.status, &r.body), (200, &json!({ "success": true })));
     let w = h.take_webhooks();
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].field, "account_settings_update");
-    assert_eq!(w[0].value["phone_number_settings"]["calling"]["status"], "DISABLED");
+    assert_eq!(
+        w[0].value["phone_number_settings"]["calling"]["status"],
+        "DISABLED"
+    );
     permit(&mut h, PermissionGrant::Permanent);
     assert_eq!(h.connect().body["error"]["code"], 138000);
     let r = h.get(&path);
     assert_eq!(r.body["calling"]["callback_permission_status"], "ENABLED");
     // Call hours alone do not notify.
-    let r = h.graph("POST", &path, json!({ "calling": { "call_hours": { "status": "DISABLED" } } }));
+    let r = h.graph(
+        "POST",
+        &path,
+        json!({ "calling": { "call_hours": { "status": "DISABLED" } } }),
+    );
     assert_eq!(r.status, 200);
     assert!(h.take_webhooks().is_empty());
-    let r = h.graph("POST", &path, json!({ "calling": { "call_icon_visibility": "SOMETIMES" } }));
+    let r = h.graph(
+        "POST",
+        &path,
+        json!({ "calling": { "call_icon_visibility": "SOMETIMES" } }),
+    );
     assert_eq!(r.body["error"]["code"], 100);
     // SIP mode switch: servers get the app id and default port; Graph calling then 131055.
     let r = h.graph("POST", &path, json!({ "calling": { "status": "ENABLED", "sip": { "status": "ENABLED", "servers": [ { "hostname": "pbx.example.com" } ] } } }));
@@ -811,9 +1080,17 @@ fn settings_post_validates_merges_and_notifies_on_calling_status() {
 fn enabling_calling_needs_messaging_limit_and_calls_subscription() {
     let mut h = Harness::with(|c| c.numbers[0].messaging_limit = 1000);
     let path = format!("/v23.0/{PNID}/settings");
-    assert_eq!(h.graph("POST", &path, json!({ "calling": { "status": "ENABLED" } })).body["error"]["code"], 138015);
+    assert_eq!(
+        h.graph("POST", &path, json!({ "calling": { "status": "ENABLED" } }))
+            .body["error"]["code"],
+        138015
+    );
     let mut h = Harness::with(|c| c.numbers[0].calls_subscribed = false);
-    assert_eq!(h.graph("POST", &path, json!({ "calling": { "status": "ENABLED" } })).body["error"]["code"], 138018);
+    assert_eq!(
+        h.graph("POST", &path, json!({ "calling": { "status": "ENABLED" } }))
+            .body["error"]["code"],
+        138018
+    );
 }
 
 #[test]
