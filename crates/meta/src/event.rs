@@ -732,6 +732,8 @@ fn parse_session(
         let sdp_type = parse_sdp_type(&mut s, "sdp_type")?;
         let sdp = s.req_str("sdp")?.to_owned();
         s.finish(notes);
+        // The legacy duplicate is not read when `session` is there (reference §1.4).
+        call.known(&["connection"]);
         return Ok(Some(SessionDescription { sdp_type, sdp }));
     }
     // Legacy duplicate: `connection.webrtc.sdp` is a JSON-encoded {sdp,type} string
