@@ -234,7 +234,8 @@ impl WaLeg {
     pub fn accept_answer(&mut self, answer: &str, now: Instant) -> Result<(), WaLegError> {
         check_remote_sdp(answer)?;
         let pending = self.pending.take().ok_or(WaLegError::NoPendingOffer)?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| invalid(&e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(&sdp::normalize_remote(answer))
+            .map_err(|e| invalid(&e.to_string()))?;
         let result = self
             .session
             .rtc_mut()

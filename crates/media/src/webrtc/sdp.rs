@@ -6,15 +6,31 @@ use std::net::SocketAddr;
 /// Maximum SDP size accepted from the network (Meta's offers are ~1.5 KiB).
 pub(crate) const MAX_SDP_LEN: usize = 16 * 1024;
 
-/// Rewrites a remote offer so that str0m takes the DTLS client role.
+/// Rewrites a remote offer so that str0m takes the DTLS client role, and normalises lines
+/// str0m's parser would miss (see [`normalize_remote`]).
 ///
 /// str0m answers `a=setup:actpass` with `passive`; Meta requires the business to answer
 /// `a=setup:active` (reference §6.3). Telling str0m the offer said `passive` makes it pick
 /// `active`, which is one of the two answers `actpass` allows (RFC 8842 §5.3).
 pub(crate) fn offer_for_active_answer(sdp: &str) -> String {
-    map_lines(sdp, |line| {
+    map_lines(&normalize_remote(sdp), |line| {
         if line.eq_ignore_ascii_case("a=setup:actpass") {
             Some("a=setup:passive".to_owned())
+        } else {
+            Some(line.to_owned())
+        }
+    })
+}
+
+/// Normalises a remote SDP: CRLF line ends, and `a=ice-lite` written with a value.
+///
+/// interop(webrtc-rs-0.17): writes `a=ice-lite:ice-lite`, which str0m's parser does not take
+/// for the `a=ice-lite` flag; str0m would then not take the controlling role and neither side
+/// would nominate.
+pub(crate) fn normalize_remote(sdp: &str) -> String {
+    map_lines(sdp, |line| {
+        if line.starts_with("a=ice-lite") {
+            Some("a=ice-lite".to_owned())
         } else {
             Some(line.to_owned())
         }
@@ -206,8 +222,12 @@ mod tests {
 
     #[test]
     fn actpass_becomes_passive_and_crlf_is_kept() {
-        let out = offer_for_active_answer("v=0\na=setup:actpass\r\na=mid:audio\n");
-        assert_eq!(out, "v=0\r\na=setup:passive\r\na=mid:audio\r\n");
+        let out =
+            offer_for_active_answer("v=0\na=ice-lite:ice-lite\na=setup:actpass\r\na=mid:audio\n");
+        assert_eq!(
+            out,
+            "v=0\r\na=ice-lite\r\na=setup:passive\r\na=mid:audio\r\n"
+        );
     }
 
     #[test]
