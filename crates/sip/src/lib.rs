@@ -3,9 +3,14 @@
 //! The core of this crate is sans-IO: it parses and prints messages, runs the four
 //! RFC 3261 transaction machines and dialogs, and never touches a socket or a clock.
 
-pub mod message;
+mod message;
+mod transaction;
 
 pub use message::*;
+pub use transaction::{
+    InviteClientTxn, InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn, Timer, TimerConfig,
+    Transmit, TxnError, TxnEvent, TxnKey, cancel_unknown_response,
+};
 
 #[cfg(feature = "rt")]
 pub mod endpoint;
