@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::dialplan::{FailureCause, InboundRoute};
+use crate::dialplan::{FailureCause, InboundRoute, RejectReason};
 use crate::types::SipStatus;
 
 /// How the PBX ended an attempt, for the inbound decision.
@@ -103,6 +103,8 @@ pub enum OutboundFailure {
     },
     /// The WhatsApp-leg media could not be set up (offer not built, ICE/DTLS failed).
     MediaFailed,
+    /// The dial plan refused the INVITE (before anything went to Meta).
+    DialPlan(RejectReason),
 }
 
 /// The SIP response for the PBX, with its `Reason` (RFC 3326) and `Warning` (RFC 3261
@@ -223,6 +225,43 @@ pub fn outbound_failure_reply(failure: &OutboundFailure, rejected_status: SipSta
                 Some("WhatsApp media could not be set up".to_owned()),
                 None,
             ),
+            F::DialPlan(reason) => match reason {
+                RejectReason::NoMatch => (
+                    404,
+                    1,
+                    "No route",
+                    Some("no dial plan rule matches".to_owned()),
+                    None,
+                ),
+                RejectReason::ClosedHours => (
+                    480,
+                    21,
+                    "Closed",
+                    Some("outside the rule's schedule".to_owned()),
+                    None,
+                ),
+                RejectReason::InvalidWhatsAppUser(n) => (
+                    484,
+                    28,
+                    "Invalid number format",
+                    Some(format!("`{n}` is not an E.164 number")),
+                    None,
+                ),
+                RejectReason::NoBusinessNumber => (
+                    403,
+                    21,
+                    "No business number",
+                    Some("no business number to call from".to_owned()),
+                    None,
+                ),
+                _ => (
+                    403,
+                    21,
+                    "Rejected by dial plan",
+                    Some("rejected by a dial plan rule".to_owned()),
+                    None,
+                ),
+            },
         };
     SipReply {
         status: SipStatus::new(code).unwrap_or(SipStatus::from_const(500)),
@@ -527,6 +566,20 @@ mod tests {
             .code(),
             502
         );
+    }
+
+    #[test]
+    fn outbound_dial_plan_refusals_map_to_routing_statuses() {
+        let code = |r| {
+            outbound_failure_reply(&OutboundFailure::DialPlan(r), s(603))
+                .status
+                .code()
+        };
+        assert_eq!(code(RejectReason::NoMatch), 404);
+        assert_eq!(code(RejectReason::ClosedHours), 480);
+        assert_eq!(code(RejectReason::InvalidWhatsAppUser("123".into())), 484);
+        assert_eq!(code(RejectReason::NoBusinessNumber), 403);
+        assert_eq!(code(RejectReason::Rule), 403);
     }
 
     #[test]

@@ -307,3 +307,56 @@ fn ip_net_matches_prefixes_and_v4_mapped_v6() {
     assert!(IpNet::parse("10.0.0.0/33").is_none());
     assert!(IpNet::parse("pbx").is_none());
 }
+
+mod fuzzish {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(example_path()).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Nothing in a config file can panic the loader: random edits of the example
+        /// (byte replacement, truncation, line duplication) give Ok or an error.
+        #[test]
+        fn config_loader_never_panics_on_edited_example(
+            pos in 0usize..10_000,
+            byte in any::<u8>(),
+            cut_at in 0usize..10_000,
+            dup_line in 0usize..300,
+        ) {
+            let mut text = example().into_bytes();
+            let p = pos % text.len();
+            text[p] = byte;
+            let mut text = String::from_utf8_lossy(&text).into_owned();
+            if cut_at % 3 == 0 {
+                let mut c = cut_at % text.len();
+                while !text.is_char_boundary(c) { c -= 1; }
+                text.truncate(c);
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            if let Some(l) = lines.get(dup_line % lines.len().max(1)) {
+                text = format!("{text}\n{l}\n");
+            }
+            let _ = Config::from_toml(&text, Path::new("fuzz.toml"), &env());
+        }
+
+        /// Any value in a dial plan regex, template or schedule slot is refused cleanly or accepted.
+        #[test]
+        fn dialplan_values_never_panic(value in "\\PC{0,40}") {
+            let v = value.replace('\'', "");
+            for tpl in [
+                format!("[[dialplan.rule]]\ndirection = \"inbound\"\ncustomer = {{ regex = '{v}' }}\ntarget = \"sip:a@b\"\n"),
+                format!("[[dialplan.rule]]\ndirection = \"inbound\"\ntarget = '{v}'\n"),
+                format!("[schedules.s]\ntime_zone = '{v}'\n"),
+                format!("[schedules.s]\ntime_zone = \"UTC\"\nopen = ['{v}']\n"),
+            ] {
+                let _ = load(&tpl);
+            }
+        }
+    }
+}

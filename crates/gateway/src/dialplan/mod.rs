@@ -118,7 +118,7 @@ pub struct Fallback {
 /// How a PBX attempt failed, as far as fallbacks care (see `call::classify_pbx_failure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureCause {
-    /// 486 Busy Here (and 600 only when configured by the status mapping).
+    /// 486 Busy Here.
     Busy,
     /// Ring timeout, 408, 480.
     NoAnswer,
