@@ -254,7 +254,7 @@ pub fn outbound_failure_reply(failure: &OutboundFailure, rejected_status: SipSta
                     Some("no business number to call from".to_owned()),
                     None,
                 ),
-                _ => (
+                RejectReason::Rule => (
                     403,
                     21,
                     "Rejected by dial plan",
