@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use whatsip_gateway::config::Config;
+use whatsip_gateway::{CallContext, Direction, E164, Route};
 
 /// whatsip: a SIP B2BUA bridging WhatsApp Business calls into an Asterisk/FreeSWITCH PBX.
 ///
@@ -31,14 +32,39 @@ enum Command {
     CheckConfig {
         /// The file to check (defaults to --config).
         file: Option<PathBuf>,
+        #[command(flatten)]
+        trial: Trial,
     },
+}
+
+/// Route one made-up call through the dial plan after checking the file.
+#[derive(Debug, clap::Args)]
+struct Trial {
+    /// Route an inbound call from this WhatsApp number (E.164).
+    #[arg(long, value_name = "NUMBER", conflicts_with = "try_outbound")]
+    try_inbound: Option<String>,
+    /// Route an outbound call to this dialled number (as the PBX would send it).
+    #[arg(long, value_name = "DIALLED")]
+    try_outbound: Option<String>,
+    /// The business number (inbound: called; outbound: asserted by the PBX).
+    #[arg(long, value_name = "NUMBER")]
+    business: Option<String>,
+    /// Call button payload.
+    #[arg(long, value_name = "PAYLOAD")]
+    cta: Option<String>,
+    /// Deep-link payload.
+    #[arg(long, value_name = "PAYLOAD")]
+    deeplink: Option<String>,
+    /// When the call happens, RFC 3339 (e.g. 2026-01-05T10:00:00Z); default now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), config) => match file.or(config) {
-            Some(path) => check_config(&path),
+        (Some(Command::CheckConfig { file, trial }), config) => match file.or(config) {
+            Some(path) => check_config(&path, &trial),
             None => {
                 eprintln!("error: check-config needs a FILE (or --config FILE)");
                 ExitCode::from(2)
@@ -53,13 +79,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, trial: &Trial) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}: ok", path.display());
             let _ = write_summary(&mut out, &cfg);
-            ExitCode::SUCCESS
+            match try_route(&cfg, trial) {
+                Ok(Some(route)) => {
+                    let _ = writeln!(out, "route: {route}");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Err(e) => {
             let problems = e.problems();
@@ -122,6 +158,40 @@ fn write_summary(out: &mut impl std::io::Write, cfg: &Config) -> std::io::Result
     )?;
     writeln!(out, "  dial plan: {} rule(s)", cfg.dialplan.len())?;
     Ok(())
+}
+
+fn try_route(cfg: &Config, trial: &Trial) -> Result<Option<Route>, String> {
+    let (direction, customer) = match (&trial.try_inbound, &trial.try_outbound) {
+        (Some(n), _) => {
+            let n = E164::parse(n).map_err(|e| format!("--try-inbound {n}: {e}"))?;
+            (Direction::Inbound, n.to_string())
+        }
+        (None, Some(d)) => (Direction::Outbound, d.clone()),
+        (None, None) => return Ok(None),
+    };
+    let business = match &trial.business {
+        Some(b) => Some(E164::parse(b).map_err(|e| format!("--business {b}: {e}"))?),
+        None if direction == Direction::Inbound => {
+            cfg.business_numbers.first().map(|b| b.number.clone())
+        }
+        None => None,
+    };
+    let now = match &trial.at {
+        Some(t) => t
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| format!("--at {t}: {e}"))?,
+        // the CLI is a driver: reading the wall clock here is allowed (STYLE.md §1)
+        None => jiff::Timestamp::now(),
+    };
+    let ctx = CallContext {
+        direction,
+        business,
+        customer,
+        cta_payload: trial.cta.clone(),
+        deeplink_payload: trial.deeplink.clone(),
+        now,
+    };
+    Ok(Some(cfg.dialplan.route(&ctx)))
 }
 
 fn run(path: &Path) -> ExitCode {

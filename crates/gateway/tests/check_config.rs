@@ -207,3 +207,52 @@ fn check_config_takes_global_config_flag() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn check_config_try_routes_a_made_up_call() {
+    let (_, file) = check("try", good);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_whatsip"))
+            .arg("check-config")
+            .arg(&file)
+            .args(args)
+            .env("WHATSIP_TEST_TOKEN", "token")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    // Monday 11:00 in Berlin: open
+    assert_eq!(
+        run(&[
+            "--try-inbound",
+            "+493012345",
+            "--at",
+            "2026-01-05T10:00:00Z"
+        ]),
+        "route: rule `de`: ring sip:3012345@pbx.example.com for 30 s"
+    );
+    // Monday 18:00: closed, default closed action rejects
+    assert_eq!(
+        run(&[
+            "--try-inbound",
+            "+493012345",
+            "--at",
+            "2026-01-05T17:00:00Z"
+        ]),
+        "route: rule `de`: reject (ClosedHours)"
+    );
+    assert_eq!(
+        run(&[
+            "--try-inbound",
+            "+441234567890",
+            "--at",
+            "2026-01-05T10:00:00Z"
+        ]),
+        "route: no rule matches: reject"
+    );
+}

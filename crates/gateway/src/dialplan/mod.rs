@@ -15,6 +15,7 @@ mod compile;
 mod schedule;
 mod template;
 
+use std::fmt;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -178,6 +179,56 @@ impl Route {
             Self::Inbound(r) => Some(&r.rule),
             Self::Outbound(r) => Some(&r.rule),
             Self::Reject { rule, .. } => rule.as_deref(),
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    /// One line for logs and `check-config --try-*`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inbound(r) => {
+                write!(
+                    f,
+                    "rule `{}`: ring {} for {} s",
+                    r.rule,
+                    r.primary.uri,
+                    r.primary.ring_timeout.as_secs()
+                )?;
+                if r.closed_hours {
+                    f.write_str(" (closed hours)")?;
+                }
+                for (name, value) in &r.primary.headers {
+                    write!(f, "; {name}: {value}")?;
+                }
+                for fb in &r.fallbacks {
+                    let on: Vec<&str> = fb.on.iter().map(|c| c.as_str()).collect();
+                    write!(
+                        f,
+                        "; on {} -> {} for {} s",
+                        on.join("/"),
+                        fb.target.uri,
+                        fb.target.ring_timeout.as_secs()
+                    )?;
+                }
+                Ok(())
+            }
+            Self::Outbound(r) => write!(
+                f,
+                "rule `{}`: call WhatsApp user {} from {}{}",
+                r.rule,
+                r.whatsapp_user,
+                r.from_business,
+                if r.auto_permission_request {
+                    ", permission request if needed"
+                } else {
+                    ""
+                }
+            ),
+            Self::Reject { rule, reason } => match rule {
+                Some(rule) => write!(f, "rule `{rule}`: reject ({reason:?})"),
+                None => write!(f, "no rule matches: reject"),
+            },
         }
     }
 }
