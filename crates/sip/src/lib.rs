@@ -3,9 +3,13 @@
 //! The core of this crate is sans-IO: it parses and prints messages, runs the four
 //! RFC 3261 transaction machines and dialogs, and never touches a socket or a clock.
 
+mod dialog;
 mod message;
 mod transaction;
 
+pub use dialog::{
+    Dialog, DialogError, DialogEvent, DialogId, DialogState, RouteEntry, no_dialog_response,
+};
 pub use message::*;
 pub use transaction::{
     InviteClientTxn, InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn, Timer, TimerConfig,
