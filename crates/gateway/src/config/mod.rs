@@ -1049,8 +1049,14 @@ fn convert(
     // --- dial plan
     let schedules = dialplan::compile_schedules(&raw.schedules, diag);
     let numbers: Vec<E164> = business_numbers.iter().map(|b| b.number.clone()).collect();
+    let bic: Vec<E164> = business_numbers
+        .iter()
+        .filter(|b| b.business_initiated_calls)
+        .map(|b| b.number.clone())
+        .collect();
     let defaults = DialPlanDefaults {
         business_numbers: &numbers,
+        business_initiated_numbers: &bic,
         auto_permission_request: outbound.auto_permission_request,
     };
     let dialplan = dialplan::compile(

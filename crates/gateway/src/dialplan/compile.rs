@@ -18,6 +18,8 @@ use crate::types::{Direction, E164};
 /// Values from elsewhere in the config that rules default to.
 pub(crate) struct DialPlanDefaults<'a> {
     pub(crate) business_numbers: &'a [E164],
+    /// The numbers with `business_initiated_calls = true`.
+    pub(crate) business_initiated_numbers: &'a [E164],
     pub(crate) auto_permission_request: bool,
 }
 
@@ -347,6 +349,15 @@ fn compile_rule(
                     .from_business
                     .as_ref()
                     .and_then(|b| business_number(b, &key("from_business"), defaults, diag));
+                if let (Some(n), Some(raw_from)) = (&from, &r.from_business)
+                    && !defaults.business_initiated_numbers.contains(n)
+                {
+                    diag.error(
+                        raw_from.span(),
+                        key("from_business"),
+                        format!("{n} has business_initiated_calls = false (Meta offers no business-initiated calls for +1, +20, +84, +234 numbers; set it to true in [[business_numbers]] if yours is allowed)"),
+                    );
+                }
                 user.map(|whatsapp_user| Action::Outbound {
                     whatsapp_user,
                     from_business: from,

@@ -356,6 +356,7 @@ fn dialplan_compile_errors_name_the_key() {
         ("[[dialplan.rule]]\ndirection = \"inbound\"\ntarget = \"sip:a@b\"\nring_timeout_s = 0", "dialplan.rule[0].ring_timeout_s", "1 to 300"),
         ("[[dialplan.rule]]\ndirection = \"outbound\"\ntarget = \"sip:a@b\"", "dialplan.rule[0].target", "only inbound rules"),
         ("[[dialplan.rule]]\ndirection = \"inbound\"\ntarget = \"sip:a@b\"\nwhatsapp_user = \"+1\"", "dialplan.rule[0].whatsapp_user", "only outbound rules"),
+        ("[[dialplan.rule]]\ndirection = \"outbound\"\nfrom_business = \"+15551441906\"", "dialplan.rule[0].from_business", "business_initiated_calls = false"),
         ("[schedules.bad]\ntime_zone = \"Europe/Berln\"", "schedules.bad.time_zone", "unknown time zone"),
         ("[schedules.bad]\ntime_zone = \"UTC\"\nopen = [\"mon 9-17\"]", "schedules.bad.open[0]", "not a time"),
         ("[schedules.bad]\ntime_zone = \"UTC\"\nholidays = [\"25.12.2026\"]", "schedules.bad.holidays[0]", "not a date"),
