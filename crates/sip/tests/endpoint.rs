@@ -291,3 +291,62 @@ async fn request_timeout_reports_timeout() {
     }
     assert!(n >= 5, "retransmitted over UDP, saw {n}");
 }
+
+#[tokio::test]
+async fn digest_challenge_then_authenticated_call() {
+    use whatsip_sip::endpoint::{Credentials, ServerAuth};
+    let (server_ep, events) = endpoint(|c| {
+        c.server_auth = Some(ServerAuth::new("whatsip", "trunk", "s3cret"));
+    })
+    .await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(server_ep.clone(), events, stats.clone()));
+    let target = Target::new(TransportKind::Udp, addr_of(&server_ep, TransportKind::Udp));
+    // Without credentials the 401 is the final answer.
+    let (anon, _e1) = endpoint(|_| {}).await;
+    let out = uac_call(
+        &anon,
+        target.clone(),
+        "sip:answer@127.0.0.1",
+        Duration::ZERO,
+        10,
+    )
+    .await;
+    assert_eq!(out.final_status, 401);
+    // Wrong password: one retry, then the second 401 is final.
+    let (wrong, _e2) = endpoint(|c| {
+        c.credentials = Some(Credentials {
+            username: "trunk".into(),
+            password: "guess".into(),
+            realm: None,
+        });
+    })
+    .await;
+    let out = uac_call(
+        &wrong,
+        target.clone(),
+        "sip:answer@127.0.0.1",
+        Duration::ZERO,
+        11,
+    )
+    .await;
+    assert_eq!(out.final_status, 401);
+    // Right password: the call goes through, BYE (in dialog) is not challenged.
+    let (good, _e3) = endpoint(|c| {
+        c.credentials = Some(Credentials {
+            username: "trunk".into(),
+            password: "s3cret".into(),
+            realm: Some("whatsip".into()),
+        });
+    })
+    .await;
+    let out = uac_call(&good, target, "sip:answer@127.0.0.1", Duration::ZERO, 12).await;
+    assert_eq!(out.final_status, 200);
+    assert_eq!(out.bye_status, Some(200));
+    let s = stats.lock().unwrap().clone();
+    assert_eq!(
+        (s.invites, s.answered, s.byes),
+        (1, 1, 1),
+        "only the authenticated INVITE reached the UAS: {s:?}"
+    );
+}

@@ -189,6 +189,57 @@ async fn sipp_uac_udp_lossy_calls_complete_through_retransmissions() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uac_udp_digest_challenged_invite() {
+    if sipp().is_none() {
+        return;
+    }
+    let (ep, stats) = start_uas(|c| {
+        c.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
+            "whatsip", "trunk", "s3cret",
+        ));
+    })
+    .await;
+    let run = sipp_uac(
+        &ep,
+        TransportKind::Udp,
+        "uac_auth.xml",
+        "answer",
+        2,
+        &["-au", "trunk", "-ap", "s3cret"],
+    )
+    .await;
+    assert_sipp_ok(&run, 2);
+    let s = wait_for(&stats, |s| s.byes == 2).await;
+    // Only the INVITEs carrying valid credentials reached the application.
+    assert_eq!((s.invites, s.answered, s.byes), (2, 2, 2), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uac_udp_digest_wrong_password_is_refused() {
+    if sipp().is_none() {
+        return;
+    }
+    let (ep, stats) = start_uas(|c| {
+        c.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
+            "whatsip", "trunk", "s3cret",
+        ));
+    })
+    .await;
+    let run = sipp_uac(
+        &ep,
+        TransportKind::Udp,
+        "uac_auth.xml",
+        "answer",
+        1,
+        &["-au", "trunk", "-ap", "wrong"],
+    )
+    .await;
+    // The second INVITE is challenged again, which the scenario does not expect.
+    assert_eq!(run.successful, Some(0), "{run:?}");
+    assert_eq!(stats.lock().unwrap().invites, 0);
+}
+
 // ---- our UAC → SIPp UAS ----------------------------------------------------------
 
 /// Starts a SIPp UAS on a free port in a thread; returns its address and a join handle.

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
+use super::auth::{NonceBook, Verdict, answer_challenge};
 use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent, Timers};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
@@ -50,6 +51,8 @@ struct ClientEntry {
     purpose: Purpose,
     cancel_pending: bool,
     cancel_sent: bool,
+    /// Authentication retries done for this request chain.
+    auth_tries: u8,
     /// To tags whose 2xx was already reported (forks report once each).
     reported_2xx: HashSet<String>,
 }
@@ -99,6 +102,9 @@ pub(super) struct Driver {
     acks: HashMap<(String, u32), AckEntry>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
     pings: Vec<PingState>,
+    /// Old client id → the id of its authenticated retry, for `cancel`.
+    aliases: HashMap<ClientTxnId, ClientTxnId>,
+    nonces: Option<NonceBook>,
     shutdown_deadline: Option<Instant>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -127,6 +133,7 @@ impl Driver {
                 tag: Tag::generate(&mut rng),
             })
             .collect();
+        let nonces = config.server_auth.clone().map(NonceBook::new);
         Self {
             config,
             timers,
@@ -146,6 +153,8 @@ impl Driver {
             acks: HashMap::new(),
             wakeups: BinaryHeap::new(),
             pings,
+            aliases: HashMap::new(),
+            nonces,
             shutdown_deadline: None,
             shutdown_waiters: Vec::new(),
         }
@@ -348,6 +357,15 @@ impl Driver {
                     }
                     return;
                 }
+                if matches!(resp.status.as_u16(), 401 | 407)
+                    && e.auth_tries == 0
+                    && self.retry_with_credentials(id, &resp, now)
+                {
+                    return;
+                }
+                let Some(e) = self.clients.get_mut(&id) else {
+                    return;
+                };
                 let key = (
                     resp.call_id()
                         .map(|c| c.as_str().to_owned())
@@ -391,6 +409,66 @@ impl Driver {
                 if up || timeout {
                     self.set_peer(i, up);
                 }
+            }
+        }
+    }
+
+    /// Re-sends the request of client `id` with credentials answering `challenge`
+    /// (RFC 3261 §22.2): same Call-ID and tags, CSeq + 1, fresh branch. Returns whether
+    /// it did; the retry inherits the caller's channel.
+    fn retry_with_credentials(
+        &mut self,
+        id: ClientTxnId,
+        challenge: &Response,
+        now: Instant,
+    ) -> bool {
+        let Some(creds) = self.config.credentials.clone() else {
+            return false;
+        };
+        let Some(e) = self.clients.get(&id) else {
+            return false;
+        };
+        let (challenge_header, auth_header) = if challenge.status.as_u16() == 407 {
+            ("Proxy-Authenticate", HeaderName::PROXY_AUTHORIZATION)
+        } else {
+            ("WWW-Authenticate", HeaderName::AUTHORIZATION)
+        };
+        let mut req = e.txn.request().clone();
+        let mut cnonce = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut self.rng, &mut cnonce);
+        let uri = req.uri.to_string();
+        let Some(value) = challenge.headers.get_all(challenge_header).find_map(|c| {
+            answer_challenge(c, &creds, req.method.as_str(), &uri, &hex::encode(cnonce))
+        }) else {
+            debug!("challenge not answerable with our credentials");
+            return false;
+        };
+        req.headers.remove_first("Via");
+        req.headers.remove("Authorization");
+        req.headers.remove("Proxy-Authorization");
+        let seq = req.cseq().map_or(1, |c| c.seq.saturating_add(1));
+        req.headers
+            .set(HeaderName::CSEQ, format!("{seq} {}", req.method.as_str()));
+        req.headers.push(auth_header, value);
+        let target = e.target.clone();
+        let Some(e) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        let purpose = std::mem::replace(&mut e.purpose, Purpose::Cancel);
+        let cancel_pending = e.cancel_pending;
+        match self.start_client(req, target, purpose, false, now) {
+            Ok((new_id, _)) => {
+                debug!(old = %id, new = %new_id, "re-sent with credentials");
+                self.aliases.insert(id, new_id);
+                if let Some(n) = self.clients.get_mut(&new_id) {
+                    n.auth_tries = 1;
+                    n.cancel_pending = cancel_pending;
+                }
+                true
+            }
+            Err(err) => {
+                warn!(error = %err, "authenticated retry failed");
+                false
             }
         }
     }
@@ -477,6 +555,7 @@ impl Driver {
                 purpose,
                 cancel_pending: false,
                 cancel_sent: false,
+                auth_tries: 0,
                 reported_2xx: HashSet::new(),
             },
         );
@@ -554,7 +633,13 @@ impl Driver {
                     .map(|(id, request)| ClientTxnHandle { id, request, rx });
                 let _ = reply.send(result);
             }
-            Command::Cancel { id } => {
+            Command::Cancel { mut id } => {
+                for _ in 0..4 {
+                    match self.aliases.get(&id) {
+                        Some(next) => id = *next,
+                        None => break,
+                    }
+                }
                 let Some(e) = self.clients.get_mut(&id) else {
                     return;
                 };
@@ -935,6 +1020,19 @@ impl Driver {
             self.capabilities(&mut resp);
             let _ = self.respond(id, resp, now);
             return;
+        } else if req.method != Method::Options
+            && let Some(book) = self.nonces.as_mut()
+        {
+            let authorization = req.headers.get("Authorization");
+            if let Verdict::Challenge(ch) =
+                book.verify(authorization, req.method.as_str(), &mut self.rng, now)
+            {
+                debug!(method = %req.method, "challenging request");
+                let mut resp = req.response(StatusCode::UNAUTHORIZED, None);
+                resp.headers.push(HeaderName::WWW_AUTHENTICATE, ch);
+                let _ = self.respond(id, resp, now);
+                return;
+            }
         }
         if is_invite {
             // RFC 3261 §17.2.1: answer at once so the peer stops retransmitting.

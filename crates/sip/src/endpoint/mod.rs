@@ -23,6 +23,7 @@
 //! - on [`Endpoint::shutdown`], stops taking new requests (503) and lets transactions in
 //!   flight finish, bounded by [`EndpointConfig::shutdown_grace`].
 
+mod auth;
 mod driver;
 mod txn;
 mod via;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::message::{CallId, Method, Request, Response, Tag};
 use crate::transport::{Target, Transport, TransportConfig, TransportError, TransportKind};
 
+pub use auth::{Credentials, DigestAlgorithm, ServerAuth};
 pub use via::{stamp_received, via_routing};
 
 /// The one place that reads the clock (STYLE.md §1).
@@ -87,6 +89,10 @@ pub struct EndpointConfig {
     pub answer_options: bool,
     /// Peers to ping with OPTIONS.
     pub ping: Vec<PingTarget>,
+    /// Answer 401/407 challenges on our requests with these credentials (one retry).
+    pub credentials: Option<Credentials>,
+    /// Challenge out-of-dialog requests (except OPTIONS, ACK, CANCEL) with digest.
+    pub server_auth: Option<ServerAuth>,
     /// How long [`Endpoint::shutdown`] waits for transactions in flight. Default 32 s.
     pub shutdown_grace: Duration,
     /// Capacity of the command channel and of the event channel. Default 1024.
@@ -114,6 +120,8 @@ impl Default for EndpointConfig {
             advertised_ip: None,
             answer_options: true,
             ping: Vec::new(),
+            credentials: None,
+            server_auth: None,
             shutdown_grace: Duration::from_secs(32),
             queue: 1024,
         }
@@ -378,7 +386,8 @@ impl Endpoint {
         rx.await.map_err(|_| EndpointError::Stopped)?
     }
 
-    /// Cancels an INVITE client transaction (RFC 3261 §9.1). The CANCEL goes out once a
+    /// Cancels an INVITE client transaction (RFC 3261 §9.1). After an authentication
+    /// retry the id still names the call's current INVITE. The CANCEL goes out once a
     /// provisional response has arrived; the INVITE then normally ends with 487.
     pub async fn cancel(&self, id: ClientTxnId) -> Result<(), EndpointError> {
         self.command(Command::Cancel { id }).await
@@ -431,7 +440,8 @@ impl Endpoint {
 
 /// Builds the 2xx ACK for `invite` answered by `response` (RFC 3261 §13.2.2.4), without
 /// Via (the endpoint adds it): Request-URI from the remote target (Contact), Route from
-/// the reversed Record-Route, CSeq number of the INVITE.
+/// the reversed Record-Route, CSeq number of the response (which differs from `invite`'s
+/// when the endpoint re-sent the INVITE with credentials).
 pub fn ack_for_2xx(invite: &Request, response: &Response) -> Request {
     use crate::message::HeaderName;
     let target = response
@@ -453,7 +463,10 @@ pub fn ack_for_2xx(invite: &Request, response: &Response) -> Request {
     if let Some(c) = invite.headers.get("Call-ID") {
         ack.headers.push(HeaderName::CALL_ID, c);
     }
-    let seq = invite.cseq().map_or(1, |c| c.seq);
+    let seq = response
+        .cseq()
+        .or_else(|| invite.cseq())
+        .map_or(1, |c| c.seq);
     ack.headers.push(HeaderName::CSEQ, format!("{seq} ACK"));
     ack
 }

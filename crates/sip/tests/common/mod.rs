@@ -144,7 +144,8 @@ pub async fn uac_call(
     tokio::time::sleep(hold).await;
     let mut bye = ack_for_2xx(&strip_via(&invite_sent), &final_resp);
     bye.method = Method::Bye;
-    bye.headers.set(HeaderName::CSEQ, "2 BYE");
+    let seq = final_resp.cseq().map_or(1, |c| c.seq) + 1;
+    bye.headers.set(HeaderName::CSEQ, format!("{seq} BYE"));
     let mut hb = ep.send_request(bye, dest).await.unwrap();
     let r = tokio::time::timeout(WAIT, hb.final_response())
         .await
