@@ -5,6 +5,7 @@ mod driver;
 mod error;
 mod ids;
 pub mod peer;
+pub mod scenario;
 pub mod sdp;
 
 pub use driver::{
