@@ -83,6 +83,9 @@ fn check_config(path: &Path, trial: &Trial) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
             let mut out = std::io::stdout().lock();
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             let _ = writeln!(out, "{}: ok", path.display());
             let _ = write_summary(&mut out, &cfg);
             match try_route(&cfg, trial) {

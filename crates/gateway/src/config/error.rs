@@ -92,6 +92,7 @@ pub(crate) struct Diag<'a> {
     file: &'a Path,
     src: &'a str,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl<'a> Diag<'a> {
@@ -100,6 +101,7 @@ impl<'a> Diag<'a> {
             file,
             src,
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -120,6 +122,25 @@ impl<'a> Diag<'a> {
             key: key.into(),
             message: message.into(),
         });
+    }
+
+    /// Records something legal but probably wrong; `check-config` shows it.
+    pub(crate) fn warn(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let at = self.location(span);
+        self.warnings.push(Problem {
+            at,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn take_warnings(&mut self) -> Vec<Problem> {
+        std::mem::take(&mut self.warnings)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -11,6 +11,7 @@
 pub(crate) mod error;
 pub(crate) mod raw;
 mod secret;
+mod shared;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -26,6 +27,7 @@ pub use error::{ConfigError, Location, Problem};
 use error::{Diag, location_of};
 use raw::{RawConfig, S};
 pub use secret::{Environment, ProcessEnvironment, Secret};
+pub use shared::{Reloaded, SharedConfig};
 
 /// The embedded demo config: the gateway against the Meta simulator on 127.0.0.1.
 pub const DEMO_TOML: &str = include_str!("../../../../config/demo.toml");
@@ -70,6 +72,8 @@ pub struct Config {
     pub outbound: OutboundPolicy,
     /// The compiled dial plan.
     pub dialplan: DialPlan,
+    /// Legal but suspicious settings (shown by `check-config`, logged at start).
+    pub warnings: Vec<Problem>,
 }
 
 /// `[meta]`.
@@ -390,7 +394,10 @@ impl Config {
         let mut diag = Diag::new(origin, src);
         let cfg = convert(&raw, origin, env, &mut diag);
         match cfg {
-            Some(cfg) if diag.is_clean() => Ok(cfg),
+            Some(mut cfg) if diag.is_clean() => {
+                cfg.warnings = diag.take_warnings();
+                Ok(cfg)
+            }
             _ => Err(ConfigError::Invalid(diag.into_problems())),
         }
     }
@@ -738,6 +745,15 @@ fn convert(
             Duration::from_secs(r.and_then(|r| r.max_event_age_s.as_ref()).map_or(60, |v| {
                 bounded(v, 1, 86_400, "webhook.max_event_age_s", " s", diag)
             }));
+        if let (Some(l), None) = (listen, &tls)
+            && !l.ip().is_loopback()
+        {
+            diag.warn(
+                r.and_then(|r| r.listen.as_ref()).map_or(0..0, Spanned::span),
+                "webhook.listen",
+                format!("plain HTTP on {l}: Meta only calls HTTPS URLs with a valid certificate, so put a TLS proxy in front or set tls_cert/tls_key"),
+            );
+        }
         listen.map(|listen| WebhookConfig {
             listen,
             path,
@@ -979,7 +995,13 @@ fn convert(
         listen: match raw.admin.as_ref().and_then(|a| a.get_ref().listen.as_ref()) {
             None => Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9090))),
             Some(l) if l.get_ref().is_empty() => None,
-            Some(l) => socket(l, "admin.listen", diag),
+            Some(l) => {
+                let addr = socket(l, "admin.listen", diag);
+                if addr.is_some_and(|a| !a.ip().is_loopback()) {
+                    diag.warn(l.span(), "admin.listen", "the admin API (permission requests, call state) is reachable from the network; it has no authentication");
+                }
+                addr
+            }
         },
     };
 
@@ -1081,6 +1103,7 @@ fn convert(
         admin,
         outbound,
         dialplan,
+        warnings: Vec::new(),
     })
 }
 

@@ -98,6 +98,11 @@ fn example_config_loads_with_every_section() {
     assert_eq!(cfg.headers.cta_payload.as_deref(), Some("X-WA-CTA-Payload"));
     assert_eq!(cfg.outbound.rejected_status.code(), 603);
     assert_eq!(cfg.dialplan.len(), 5);
+    assert!(
+        cfg.warnings.is_empty(),
+        "the example shows good practice: {:?}",
+        cfg.warnings
+    );
 }
 
 #[test]
@@ -359,4 +364,38 @@ mod fuzzish {
             }
         }
     }
+}
+
+#[test]
+fn suspicious_settings_are_warnings_not_errors() {
+    let cfg = load(
+        r#"
+[webhook]
+listen = "0.0.0.0:8080"
+[admin]
+listen = "0.0.0.0:9090"
+[[dialplan.rule]]
+direction = "inbound"
+target = "sip:a@pbx"
+ring_timeout_s = 30
+fallback = [{ on = ["any"], target = "sip:b@pbx", ring_timeout_s = 30 }]
+"#,
+    )
+    .unwrap();
+    let keys: Vec<&str> = cfg.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "webhook.listen",
+            "admin.listen",
+            "dialplan.rule[0].fallback"
+        ],
+        "{:?}",
+        cfg.warnings
+    );
+    assert!(cfg.warnings[2].message.contains("60 s in total"));
+    assert!(
+        load("").unwrap().warnings.is_empty(),
+        "defaults warn about nothing"
+    );
 }

@@ -24,6 +24,8 @@ pub(crate) struct DialPlanDefaults<'a> {
 }
 
 const DEFAULT_RING_TIMEOUT_S: u64 = 30;
+/// Meta ends an unanswered user-initiated call after 30-60 s (Calling API notes §7.4).
+const MAX_CHAIN_RING_S: u64 = 55;
 const MAX_RING_TIMEOUT_S: u64 = 300;
 /// Compiled regex size cap, so one rule cannot eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -314,6 +316,21 @@ fn compile_rule(
                         if let Some(t) = t {
                             fallbacks.push((on, t));
                         }
+                    }
+                    let total: Duration = target
+                        .iter()
+                        .map(|t| t.ring_timeout)
+                        .chain(fallbacks.iter().map(|(_, f)| f.ring_timeout))
+                        .sum();
+                    if total > Duration::from_secs(MAX_CHAIN_RING_S) {
+                        diag.warn(
+                            t.span(),
+                            key("fallback"),
+                            format!(
+                                "the target and its fallbacks can ring for {} s in total; Meta gives up after 30-60 s (the user sees \"Not Answered\")",
+                                total.as_secs()
+                            ),
+                        );
                     }
                     target.map(|target| Action::Inbound { target, fallbacks })
                 }
