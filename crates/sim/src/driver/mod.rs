@@ -46,6 +46,9 @@ pub struct SimConfig {
     pub peers: Arc<dyn MediaPeerFactory>,
     /// How often peers' reports are read to feed the media watchdogs.
     pub media_poll: Duration,
+    /// Most Graph requests, webhook attempts and events kept each (oldest dropped first),
+    /// so long load runs stay within bounded memory.
+    pub record_limit: usize,
 }
 
 impl Default for SimConfig {
@@ -57,6 +60,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             peers: Arc::new(SdpOnlyPeerFactory),
             media_poll: Duration::from_secs(1),
+            record_limit: recorder::DEFAULT_RECORD_LIMIT,
         }
     }
 }
@@ -80,7 +84,7 @@ impl Simulator {
     pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let recorder = Arc::new(Recorder::new());
+        let recorder = Arc::new(Recorder::new(cfg.record_limit));
         let faults = Arc::new(Mutex::new(cfg.faults.clone()));
         let (wh_tx, wh_rx) = mpsc::channel(4096);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);

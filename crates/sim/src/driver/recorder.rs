@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use crate::core::{CallInfo, GraphResponse};
 use crate::ids::{PhoneNumberId, WaCallId, WaId};
 
-/// Most Graph requests / webhook deliveries / simulator events kept (oldest dropped).
-pub(crate) const MAX_RECORDS: usize = 100_000;
+/// Default for [`crate::SimConfig::record_limit`].
+pub(crate) const DEFAULT_RECORD_LIMIT: usize = 20_000;
 const MAX_CALLS: usize = 50_000;
 const MAX_RAW_BODY: usize = 64 * 1024;
 
@@ -135,13 +135,15 @@ struct Inner {
 
 /// Shared, bounded store of observations.
 pub(crate) struct Recorder {
+    limit: usize,
     inner: Mutex<Inner>,
     version: watch::Sender<u64>,
 }
 
 impl Recorder {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
+            limit: limit.max(1),
             inner: Mutex::new(Inner::default()),
             version: watch::channel(0).0,
         }
@@ -191,7 +193,7 @@ impl Recorder {
                 error_code: resp.error_code,
                 response: resp.body.clone(),
             };
-            if g.graph.len() >= MAX_RECORDS {
+            if g.graph.len() >= self.limit {
                 g.graph.pop_front();
             }
             g.graph.push_back(rec.clone());
@@ -210,7 +212,7 @@ impl Recorder {
     pub(crate) fn record_webhook(&self, rec: WebhookRecord) {
         {
             let mut g = self.lock();
-            if g.webhooks.len() >= MAX_RECORDS {
+            if g.webhooks.len() >= self.limit {
                 g.webhooks.pop_front();
             }
             g.webhooks.push_back(rec);
@@ -237,7 +239,7 @@ impl Recorder {
     pub(crate) fn push_event(&self, e: SimEvent) {
         {
             let mut g = self.lock();
-            if g.events.len() >= MAX_RECORDS {
+            if g.events.len() >= self.limit {
                 g.events.pop_front();
             }
             g.events.push_back(e);
