@@ -14,6 +14,9 @@ pub enum MediaError {
     /// The configuration cannot work (unknown codec, bad ptime).
     #[error("invalid media config: {0}")]
     Config(String),
+    /// A socket operation failed (local error for the operator).
+    #[error("media io error: {0}")]
+    Io(String),
     /// No free port pair in the configured range.
     #[error("rtp port range exhausted")]
     PortsExhausted,

@@ -38,6 +38,8 @@
 //! ```
 
 mod codec;
+#[cfg(feature = "rt")]
+pub mod driver;
 mod dtmf;
 pub mod g711;
 mod g722;

@@ -1,0 +1,360 @@
+//! The PBX leg's tokio driver: owns the RTP (and RTCP) sockets and one [`MediaRelay`], ticks
+//! it every ptime, latches to where the PBX really sends from, and exchanges WhatsApp-leg
+//! packets and relay events with the rest of the gateway over bounded channels.
+//!
+//! ```text
+//!  WhatsApp leg task ──MediaCommand::WaPacket──▶ ┌──────────────┐ ──UDP──▶ PBX (latched)
+//!  gateway ──OpenWaGate / SetPbxDirection / Stop▶│ PBX media    │ ◀─UDP─── PBX
+//!  WhatsApp leg task ◀────── RtpPacket ───────── │ task (relay) │
+//!  gateway ◀──────────────── RelayEvent ──────── └──────────────┘
+//! ```
+//!
+//! Symmetric RTP (interop(nat)): we send to the SDP address until the PBX's first valid RTP
+//! packet arrives, then to the packet's source; a later source is latched only when the
+//! current one has been silent for [`PbxRtpConfig::relatch_after`], so one spoofed packet
+//! cannot steal the stream. RTCP latches the same way on its own port (or rides the RTP
+//! port with rtcp-mux).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, trace, warn};
+
+use crate::codec::MediaError;
+use crate::relay::{Direction, Leg, MediaRelay, RelayEvent};
+use crate::rtp::{RtpPacket, is_rtcp};
+use crate::sdp::PortAllocator;
+use crate::stats::MediaStats;
+
+/// The only place the media drivers read the clocks (STYLE.md §1).
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl SystemClock {
+    /// Monotonic now; follows tokio's paused clock in tests.
+    #[allow(clippy::disallowed_methods)]
+    #[must_use]
+    pub fn now() -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    /// Wall-clock now, for RTCP NTP timestamps.
+    #[allow(clippy::disallowed_methods)]
+    #[must_use]
+    pub fn wall() -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Settings of one PBX media task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxRtpConfig {
+    /// Where the PBX's SDP says to send RTP.
+    pub remote_rtp: SocketAddr,
+    /// Where the PBX's SDP says to send RTCP (same as RTP with rtcp-mux).
+    pub remote_rtcp: SocketAddr,
+    /// RTP and RTCP share the RTP socket.
+    pub rtcp_mux: bool,
+    /// Follow the PBX's actual source address (symmetric RTP).
+    pub latch: bool,
+    /// A new source replaces the latched one only after this much silence from it.
+    pub relatch_after: Duration,
+    /// RTCP report interval (RFC 3550 §6.2: 5 s minimum is the classic value).
+    pub rtcp_interval: Duration,
+    /// SDES CNAME in our reports.
+    pub cname: String,
+}
+
+impl PbxRtpConfig {
+    /// Defaults for a negotiated remote address.
+    #[must_use]
+    pub fn new(remote_rtp: SocketAddr, remote_rtcp: SocketAddr, rtcp_mux: bool) -> Self {
+        Self {
+            remote_rtp,
+            remote_rtcp,
+            rtcp_mux,
+            latch: true,
+            relatch_after: Duration::from_secs(2),
+            rtcp_interval: Duration::from_secs(5),
+            cname: "whatsip".into(),
+        }
+    }
+}
+
+/// A bound RTP/RTCP socket pair for one call.
+#[derive(Debug)]
+pub struct PbxSockets {
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+    rtp_port: u16,
+}
+
+impl PbxSockets {
+    /// Binds a pair from `ports` on `ip`, skipping pairs some other process holds (bounded
+    /// by the pool size). With `rtcp_mux` only the RTP port is bound.
+    pub async fn bind(
+        ip: IpAddr,
+        ports: &mut PortAllocator,
+        rtcp_mux: bool,
+    ) -> Result<Self, MediaError> {
+        let mut failed = Vec::new();
+        let result = loop {
+            let port = match ports.allocate() {
+                Ok(p) => p,
+                Err(e) => break Err(e),
+            };
+            match Self::bind_at(ip, port, rtcp_mux).await {
+                Ok(s) => break Ok(s),
+                Err(e) => {
+                    debug!(port, error = %e, "rtp port pair busy");
+                    failed.push(port);
+                }
+            }
+        };
+        for port in failed {
+            ports.release(port);
+        }
+        result
+    }
+
+    /// Binds exactly `rtp_port` (and `rtp_port + 1` for RTCP unless muxed); port 0 picks
+    /// an ephemeral RTP port (tests).
+    pub async fn bind_at(ip: IpAddr, rtp_port: u16, rtcp_mux: bool) -> Result<Self, MediaError> {
+        let io = |e: std::io::Error| MediaError::Io(e.to_string());
+        let rtp = UdpSocket::bind(SocketAddr::new(ip, rtp_port))
+            .await
+            .map_err(io)?;
+        let rtp_port = rtp.local_addr().map_err(io)?.port();
+        let rtcp = if rtcp_mux {
+            None
+        } else {
+            let port = rtp_port.checked_add(1).ok_or(MediaError::PortsExhausted)?;
+            Some(
+                UdpSocket::bind(SocketAddr::new(ip, port))
+                    .await
+                    .map_err(io)?,
+            )
+        };
+        Ok(Self {
+            rtp,
+            rtcp,
+            rtp_port,
+        })
+    }
+
+    /// The bound RTP port (for our SDP).
+    #[must_use]
+    pub fn rtp_port(&self) -> u16 {
+        self.rtp_port
+    }
+}
+
+/// Commands to a running PBX media task.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MediaCommand {
+    /// A plain RTP packet from the WhatsApp leg.
+    WaPacket(RtpPacket),
+    /// Meta's `accept` succeeded: start sending toward WhatsApp.
+    OpenWaGate,
+    /// The PBX's SDP changed direction (hold/resume).
+    SetPbxDirection(Direction),
+    /// Reply with a statistics snapshot.
+    Stats(oneshot::Sender<MediaStats>),
+    /// End the task; its join handle returns the final statistics.
+    Stop,
+}
+
+/// The handle of a running PBX media task.
+#[derive(Debug)]
+pub struct PbxMediaHandle {
+    /// Send commands here (bounded).
+    pub commands: mpsc::Sender<MediaCommand>,
+    /// Resolves to the call's final statistics when the task ends.
+    pub join: JoinHandle<MediaStats>,
+}
+
+/// Starts the PBX media task for one call. `wa_out` receives the packets for the WhatsApp
+/// leg, `events` the relay's events; both are bounded and never block the media loop (a
+/// full channel drops and warns).
+#[must_use]
+pub fn spawn_pbx_media(
+    relay: MediaRelay,
+    sockets: PbxSockets,
+    config: PbxRtpConfig,
+    wa_out: mpsc::Sender<RtpPacket>,
+    events: mpsc::Sender<RelayEvent>,
+) -> PbxMediaHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let join = tokio::spawn(run(relay, sockets, config, rx, wa_out, events));
+    PbxMediaHandle { commands: tx, join }
+}
+
+struct Latch {
+    addr: SocketAddr,
+    latched: bool,
+    last_rx: Option<Instant>,
+}
+
+impl Latch {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            latched: false,
+            last_rx: None,
+        }
+    }
+
+    /// Whether the packet from `src` may be used; moves the target when allowed.
+    fn observe(&mut self, src: SocketAddr, enabled: bool, relatch: Duration, now: Instant) -> bool {
+        if src == self.addr && (self.latched || !enabled) {
+            self.last_rx = Some(now);
+            return true;
+        }
+        if !enabled {
+            // without latching only the SDP address is accepted
+            return src == self.addr;
+        }
+        let stale = self
+            .last_rx
+            .is_none_or(|t| now.saturating_duration_since(t) >= relatch);
+        if !self.latched || stale {
+            if src != self.addr {
+                debug!(from = %self.addr, to = %src, "latching to pbx media source");
+            }
+            self.addr = src;
+            self.latched = true;
+            self.last_rx = Some(now);
+            return true;
+        }
+        trace!(%src, "ignoring media from an unlatched source");
+        false
+    }
+}
+
+async fn run(
+    mut relay: MediaRelay,
+    sockets: PbxSockets,
+    config: PbxRtpConfig,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    wa_out: mpsc::Sender<RtpPacket>,
+    events: mpsc::Sender<RelayEvent>,
+) -> MediaStats {
+    let mut rtp_latch = Latch::new(config.remote_rtp);
+    let mut rtcp_latch = Latch::new(config.remote_rtcp);
+    let mut buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    let mut out = Vec::with_capacity(1500);
+    let mut next_rtcp = SystemClock::now() + config.rtcp_interval;
+    loop {
+        let deadline = relay
+            .poll_timeout()
+            .unwrap_or_else(|| SystemClock::now() + Duration::from_secs(1))
+            .min(next_rtcp);
+        let rtcp_recv = async {
+            match &sockets.rtcp {
+                Some(s) => s.recv_from(&mut rtcp_buf).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = commands.recv() => {
+                let now = SystemClock::now();
+                match cmd {
+                    Some(MediaCommand::WaPacket(p)) => relay.handle_packet(Leg::Wa, p, now),
+                    Some(MediaCommand::OpenWaGate) => relay.open_wa_gate(now),
+                    Some(MediaCommand::SetPbxDirection(d)) => relay.set_pbx_direction(d, now),
+                    Some(MediaCommand::Stats(reply)) => {
+                        let _ = reply.send(relay.stats());
+                    }
+                    Some(MediaCommand::Stop) | None => break,
+                }
+            }
+            r = sockets.rtp.recv_from(&mut buf) => {
+                let now = SystemClock::now();
+                match r {
+                    Ok((n, src)) => {
+                        let data = &buf[..n];
+                        if is_rtcp(data) {
+                            if config.rtcp_mux
+                                && rtcp_latch.observe(src, config.latch, config.relatch_after, now)
+                            {
+                                relay.handle_rtcp(Leg::Pbx, data, now, SystemClock::wall());
+                            }
+                        } else {
+                            match RtpPacket::parse(data) {
+                                Ok(p) => {
+                                    if rtp_latch.observe(src, config.latch, config.relatch_after, now) {
+                                        relay.handle_packet(Leg::Pbx, p, now);
+                                    }
+                                }
+                                Err(e) => trace!(%src, error = %e, "dropping non-rtp datagram"),
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "pbx rtp socket receive failed"),
+                }
+            }
+            r = rtcp_recv => {
+                let now = SystemClock::now();
+                if let Ok((n, src)) = r
+                    && rtcp_latch.observe(src, config.latch, config.relatch_after, now)
+                {
+                    relay.handle_rtcp(Leg::Pbx, &rtcp_buf[..n], now, SystemClock::wall());
+                }
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                let now = SystemClock::now();
+                if relay.poll_timeout().is_some_and(|t| t <= now) {
+                    relay.handle_tick(now);
+                }
+                if next_rtcp <= now {
+                    next_rtcp = now + config.rtcp_interval;
+                    let report = relay.rtcp_report(Leg::Pbx, &config.cname, now, SystemClock::wall());
+                    // Until the PBX's own RTCP tells us where it lives, follow the RTP
+                    // latch: same address with rtcp-mux, the next port without.
+                    let to = if rtcp_latch.latched || !rtp_latch.latched {
+                        rtcp_latch.addr
+                    } else if config.rtcp_mux {
+                        rtp_latch.addr
+                    } else {
+                        SocketAddr::new(rtp_latch.addr.ip(), rtp_latch.addr.port().wrapping_add(1))
+                    };
+                    let sock = match &sockets.rtcp {
+                        Some(s) if !config.rtcp_mux => s,
+                        _ => &sockets.rtp,
+                    };
+                    if let Err(e) = sock.send_to(&report, to).await {
+                        debug!(error = %e, "rtcp send failed");
+                    }
+                }
+            }
+        }
+        // drain the relay's output
+        while let Some(t) = relay.poll_transmit() {
+            match t.leg {
+                Leg::Pbx => {
+                    out.clear();
+                    t.packet.write_to(&mut out);
+                    if let Err(e) = sockets.rtp.send_to(&out, rtp_latch.addr).await {
+                        debug!(error = %e, "pbx rtp send failed");
+                    }
+                }
+                Leg::Wa => {
+                    if wa_out.try_send(t.packet).is_err() {
+                        warn!("whatsapp leg channel full or closed; dropping packet");
+                    }
+                }
+            }
+        }
+        while let Some(e) = relay.poll_event() {
+            if events.try_send(e).is_err() {
+                warn!("relay event channel full or closed; dropping event");
+            }
+        }
+    }
+    relay.stats()
+}
