@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use super::auth::{NonceBook, Verdict, answer_challenge};
-use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent, Timers};
+use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
     ClientEvent, ClientTxnHandle, ClientTxnId, Command, DialogKey, EndpointConfig, EndpointError,
@@ -23,6 +23,7 @@ use crate::message::{
     Branch, CallId, HeaderName, Host, Method, NameAddr, Request, Response, SipMessage, SipUri,
     StatusCode, Tag, Transport as ViaTransport, Via, error_response,
 };
+use crate::transaction::TimerConfig;
 use crate::transport::{Received, Target, Transport, TransportEvent, response_target};
 
 /// Capacity of each client transaction's event channel.
@@ -84,7 +85,7 @@ struct PingState {
 
 pub(super) struct Driver {
     config: Arc<EndpointConfig>,
-    timers: Timers,
+    timers: TimerConfig,
     transport: Transport,
     transport_rx: mpsc::Receiver<TransportEvent>,
     commands: mpsc::Receiver<Command>,
@@ -117,10 +118,11 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<EndpointEvent>,
     ) -> Self {
-        let timers = Timers {
+        let timers = TimerConfig {
             t1: config.t1,
             t2: config.t2,
             t4: config.t4,
+            ..TimerConfig::default()
         };
         let mut rng = StdRng::from_os_rng();
         let pings = config
@@ -401,12 +403,22 @@ impl Driver {
             (Purpose::User(tx), ClientTxnEvent::Timeout) => {
                 let _ = tx.try_send(ClientEvent::Timeout);
             }
+            (Purpose::User(tx), ClientTxnEvent::TransportError) => {
+                let _ = tx.try_send(ClientEvent::TransportError);
+            }
+            (Purpose::User(_), ClientTxnEvent::TimerC) => {
+                // RFC 3261 §16.6 / Timer C: an INVITE ringing too long is cancelled.
+                info!(%id, "timer C: cancelling INVITE");
+                if !e.cancel_sent {
+                    self.send_cancel(id, now);
+                }
+            }
             (Purpose::Cancel, _) => {}
             (Purpose::Ping(i), ev) => {
                 let i = *i;
                 let up = matches!(ev, ClientTxnEvent::Response(ref r) if r.status.is_final());
-                let timeout = matches!(ev, ClientTxnEvent::Timeout);
-                if up || timeout {
+                let down = matches!(ev, ClientTxnEvent::Timeout | ClientTxnEvent::TransportError);
+                if up || down {
                     self.set_peer(i, up);
                 }
             }
@@ -543,7 +555,12 @@ impl Driver {
             request.method.as_str().to_owned(),
         );
         let id = ClientTxnId(self.new_id());
-        let txn = ClientTxn::new(request.clone(), target.kind.is_reliable(), self.timers, now);
+        let txn = ClientTxn::new(
+            request.clone(),
+            target.kind.is_reliable(),
+            &self.timers,
+            now,
+        );
         debug!(%id, method = %request.method, dest = %target.addr, "client transaction started");
         self.client_index.insert(key.clone(), id);
         self.clients.insert(
@@ -775,17 +792,7 @@ impl Driver {
                     .collect();
                 for id in failed {
                     if let Some(e) = self.clients.get_mut(&id) {
-                        e.txn.terminate();
-                        match &e.purpose {
-                            Purpose::User(tx) => {
-                                let _ = tx.try_send(ClientEvent::TransportError);
-                            }
-                            Purpose::Ping(i) => {
-                                let i = *i;
-                                self.set_peer(i, false);
-                            }
-                            Purpose::Cancel => {}
-                        }
+                        e.txn.handle_transport_error(now);
                     }
                     self.flush_client(id, now);
                 }
@@ -885,29 +892,29 @@ impl Driver {
     }
 
     fn on_ack(&mut self, ack: Request, branch: String, now: Instant) {
-        if let Some(id) = self
-            .server_index
-            .get(&(branch, "INVITE".to_owned()))
-            .copied()
-        {
-            if let Some(e) = self.servers.get_mut(&id) {
-                e.txn.handle_request(&ack, now);
-            }
-            self.flush_server(id, now);
-            return;
-        }
+        // An ACK for a non-2xx shares the INVITE's branch; an ACK for our 2xx is a new
+        // transaction, found by Call-ID and CSeq (some peers reuse the branch anyway).
         let call_seq = ack
             .call_id()
             .zip(ack.cseq())
             .map(|(c, s)| (c.as_str().to_owned(), s.seq));
-        if let Some(id) = call_seq.and_then(|k| self.accepted.get(&k)).copied() {
+        let by_branch = self
+            .server_index
+            .get(&(branch, "INVITE".to_owned()))
+            .copied();
+        let by_dialog = call_seq.and_then(|k| self.accepted.get(&k)).copied();
+        let mut for_2xx = true;
+        if let Some(id) = by_branch.or(by_dialog) {
             if let Some(e) = self.servers.get_mut(&id) {
+                for_2xx = e.txn.last_response().is_some_and(|r| r.status.is_success());
                 e.txn.handle_request(&ack, now);
             }
             self.flush_server(id, now);
         }
-        let dialog = dialog_of_request(&ack);
-        match dialog {
+        if !for_2xx {
+            return;
+        }
+        match dialog_of_request(&ack) {
             Some(d) if self.dialogs.contains(&d) => {
                 self.emit(EndpointEvent::Ack {
                     request: ack,
@@ -971,7 +978,7 @@ impl Driver {
         now: Instant,
     ) -> ServerTxnId {
         let id = ServerTxnId(self.new_id());
-        let txn = ServerTxn::new(&request, reply.kind.is_reliable(), self.timers, now);
+        let txn = ServerTxn::new(&request, reply.kind.is_reliable(), &self.timers, now);
         let local_tag = request
             .to_tag()
             .unwrap_or_else(|| Tag::generate(&mut self.rng));
@@ -987,6 +994,8 @@ impl Driver {
                 reported_no_ack: false,
             },
         );
+        // An INVITE's core has queued 100 Trying already (§17.2.1).
+        self.flush_server(id, now);
         id
     }
 
@@ -999,7 +1008,6 @@ impl Driver {
         now: Instant,
     ) {
         let id = self.add_server(req.clone(), key, reply, now);
-        let is_invite = req.method == Method::Invite;
         debug!(%id, method = %req.method, source = %received.source, "server transaction started");
         if self.shutdown_deadline.is_some() {
             let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
@@ -1033,11 +1041,6 @@ impl Driver {
                 let _ = self.respond(id, resp, now);
                 return;
             }
-        }
-        if is_invite {
-            // RFC 3261 §17.2.1: answer at once so the peer stops retransmitting.
-            let trying = req.response(StatusCode::TRYING, None);
-            let _ = self.respond(id, trying, now);
         }
         let event = EndpointEvent::Request(IncomingRequest {
             id,
