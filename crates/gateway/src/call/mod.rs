@@ -11,10 +11,14 @@
 //! - [`pbx_failure_action`]: PBX final status → Meta action; [`outbound_failure_reply`]:
 //!   Meta error/status or local refusal → SIP status with `Reason`/`Warning`.
 
+mod context;
+mod ended;
 mod inbound;
 mod mapping;
 mod outbound;
 
+pub use context::{PbxInviteContext, WaCaller, pbx_invite_context};
+pub use ended::EndedCalls;
 pub use inbound::{InboundAction, InboundCall, InboundInput};
 pub use mapping::{
     OutboundFailure, PbxFailureAction, PbxFailureClass, SipReply, classify_pbx_failure,
