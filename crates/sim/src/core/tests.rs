@@ -1108,3 +1108,158 @@ fn terminated_calls_are_evicted_beyond_the_bound() {
     assert_eq!(h.core.calls().len(), 3);
     assert_eq!(h.core.timer_count(), 0);
 }
+
+// ---- golden shapes from the reference ----
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn webhook_payloads_have_the_reference_key_sets_and_types() {
+    // §1.3 (live capture), §1.5, §1.6, §3.4.
+    let ref_connect = json!({ "id": "wacid.x", "from": "1", "to": "2", "event": "connect", "timestamp": "1",
+        "direction": "USER_INITIATED", "session": { "sdp_type": "offer", "sdp": "v=0" } });
+    let ref_status = json!({ "id": "wacid.x", "timestamp": "1", "type": "call", "status": "RINGING",
+        "recipient_id": "1", "biz_opaque_callback_data": "random_string" });
+    let ref_terminate = json!({ "id": "wacid.x", "from": "1", "to": "2", "event": "terminate", "timestamp": "1",
+        "direction": "USER_INITIATED", "start_time": "1", "end_time": "2", "duration": 20, "status": "FAILED",
+        "errors": [{ "code": 138021, "title": "t", "message": "t", "error_data": { "details": "d" } }] });
+    let ref_value_keys = ["calls", "contacts", "messaging_product", "metadata"];
+
+    let mut h = Harness::new();
+    let id = h.user_call();
+    let body = h.answer(&id, "accept");
+    h.calls(body);
+    h.advance(Duration::from_secs(20));
+    let w = h.take_webhooks();
+    let connect = &w[0].value;
+    assert_eq!(keys(connect), ref_value_keys);
+    assert_eq!(keys(&connect["calls"][0]), keys(&ref_connect));
+    assert_eq!(
+        keys(&connect["metadata"]),
+        ["display_phone_number", "phone_number_id"]
+    );
+    assert_eq!(keys(&connect["contacts"][0]), ["profile", "wa_id"]);
+    let term = &w[1].value;
+    assert_eq!(keys(&term["calls"][0]), keys(&ref_terminate));
+    assert_eq!(
+        keys(&term["calls"][0]["errors"][0]),
+        keys(&ref_terminate["errors"][0])
+    );
+    for k in ["timestamp", "start_time", "end_time"] {
+        assert!(term["calls"][0][k].is_string(), "{k} is a string");
+    }
+    assert!(term["calls"][0]["duration"].is_u64());
+
+    let mut h = Harness::new();
+    permit(&mut h, PermissionGrant::Temporary);
+    h.business_call();
+    let ringing = h
+        .take_webhooks()
+        .into_iter()
+        .find(|w| w.label == "RINGING")
+        .unwrap();
+    assert_eq!(keys(&ringing.value["statuses"][0]), keys(&ref_status));
+
+    let ref_reply = json!({ "from": "1", "id": "wamid.x", "timestamp": "1", "context": { "from": "1", "id": "wamid.y" },
+        "type": "interactive", "interactive": { "type": "call_permission_reply", "call_permission_reply": {
+            "response": "accept", "is_permanent": false, "expiration_timestamp": "1", "response_source": "user_action" } } });
+    let mut h = Harness::new();
+    h.graph("POST", &format!("/v23.0/{PNID}/messages"), cpr(USER));
+    h.take_webhooks();
+    h.advance(Duration::from_secs(1));
+    let m = &h.take_webhooks()[0].value["messages"][0];
+    assert_eq!(keys(m), keys(&ref_reply));
+    assert_eq!(
+        keys(&m["interactive"]["call_permission_reply"]),
+        keys(&ref_reply["interactive"]["call_permission_reply"])
+    );
+    assert!(m["interactive"]["call_permission_reply"]["expiration_timestamp"].is_string());
+}
+
+#[test]
+fn envelope_wraps_changes_per_waba_in_order() {
+    let mut h = Harness::new();
+    let id = h.user_call();
+    let (now, wall) = (h.now, h.wall);
+    h.core.user_hangs_up(&id, now, wall).unwrap();
+    let w = h.take_webhooks();
+    let env = envelope(&w);
+    assert_eq!(env["object"], "whatsapp_business_account");
+    assert_eq!(env["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(env["entry"][0]["id"], "102290129340398");
+    let changes = env["entry"][0]["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0]["field"], "calls");
+    assert_eq!(changes[1]["value"]["calls"][0]["event"], "terminate");
+}
+
+// ---- robustness ----
+
+#[test]
+fn graph_handler_never_panics_on_garbage() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut h = Harness::new();
+    let id = h.user_call();
+    let pieces: [&[u8]; 12] = [
+        b"{",
+        b"}",
+        b"\"messaging_product\":\"whatsapp\"",
+        b",",
+        b"\"action\":\"accept\"",
+        b"\"session\":",
+        b"{\"sdp_type\":\"answer\",\"sdp\":\"v=0\\r\\nm=audio\\r\\n\"}",
+        b"\"call_id\":",
+        id.as_str().as_bytes(),
+        b"\xff\xfe",
+        b"\"to\":\"+1\"",
+        b"[null,1e999]",
+    ];
+    let paths = [
+        "/v23.0/106540352242922/calls",
+        "/v1.0/106540352242922/settings",
+        "/",
+        "//",
+        "/v9999.9999/1/calls/x",
+        "/v23.0/106540352242922/messages",
+        "/v23.0/106540352242922/call_permissions",
+        "/v\u{e9}.0/\u{1f600}/calls",
+    ];
+    for _ in 0..5_000 {
+        let mut body = Vec::new();
+        for _ in 0..rng.random_range(0..12) {
+            body.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+        }
+        let req = GraphRequest {
+            method: ["GET", "POST", "DELETE"][rng.random_range(0..3)].into(),
+            path: paths[rng.random_range(0..paths.len())].into(),
+            query: [
+                "",
+                "user_wa_id=",
+                "user_wa_id=%zz%4",
+                "include_sip_credentials=true&%",
+            ][rng.random_range(0..4)]
+            .into(),
+            authorization: Some(format!("Bearer {TOKEN}")),
+            body,
+        };
+        let r = h.core.handle_graph(&req, h.now, h.wall);
+        assert!(r.status == 200 || r.body["error"]["code"].is_u64());
+    }
+    for _ in 0..2_000 {
+        let sdp: String = (0..rng.random_range(0..200))
+            .map(|_| char::from(rng.random_range(0u8..128)))
+            .collect();
+        let _ = crate::sdp::validate_business_sdp(&sdp, SdpRole::Answer, KeyExchange::Dtls);
+        let _ = settings::validate_calling(
+            &json!({ "call_hours": { "status": "ENABLED", "weekly_operating_hours": [
+            { "day_of_week": "MONDAY", "open_time": sdp.chars().take(5).collect::<String>(), "close_time": "2359" }],
+            "holiday_schedule": [{ "date": sdp.chars().take(10).collect::<String>(), "start_time": "0000", "end_time": "0100" }] } }),
+            (2026, 1, 1),
+        );
+    }
+}
