@@ -40,10 +40,13 @@ impl EndedCalls {
         let until = now + self.ttl;
         if self.expiry.insert(id.clone(), until).is_none() {
             while self.expiry.len() > self.capacity {
-                let Some((_, oldest)) = self.order.pop_front() else {
+                let Some((until, oldest)) = self.order.pop_front() else {
                     break;
                 };
-                self.expiry.remove(&oldest);
+                // skip stale queue entries of re-recorded ids
+                if self.expiry.get(&oldest) == Some(&until) {
+                    self.expiry.remove(&oldest);
+                }
             }
         }
         self.order.push_back((until, id));
@@ -121,6 +124,24 @@ mod tests {
         assert!(e.contains(&id(1), t0 + Duration::from_secs(12)));
         e.handle_timeout(t0 + Duration::from_secs(15));
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn capacity_eviction_skips_stale_entries_of_re_recorded_ids() {
+        let t0 = base();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut e = EndedCalls::new(Duration::from_secs(300), 2);
+        e.record(id(1), at(0));
+        e.record(id(2), at(1));
+        e.record(id(1), at(2)); // id 1 is now the most recent
+        e.record(id(3), at(3));
+        assert!(e.contains(&id(1), at(4)), "re-recorded id survives");
+        assert!(
+            !e.contains(&id(2), at(4)),
+            "the least recently recorded id is evicted"
+        );
+        assert!(e.contains(&id(3), at(4)));
+        assert_eq!(e.len(), 2);
     }
 
     #[test]
