@@ -10,6 +10,8 @@
 //! - [`OutboundCall`]: business-initiated, PBX → WhatsApp (issue 6).
 //! - [`pbx_failure_action`]: PBX final status → Meta action; [`outbound_failure_reply`]:
 //!   Meta error/status or local refusal → SIP status with `Reason`/`Warning`.
+//! - [`pbx_invite_context`]: From/P-Asserted-Identity and `X-WA-*` headers of the INVITE.
+//! - [`EndedCalls`]: recently ended call ids, so late or repeated webhooks start no call.
 
 mod context;
 mod ended;
