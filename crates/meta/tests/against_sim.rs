@@ -4,6 +4,7 @@
 //! signatures, oversized bodies, Graph errors mapped to the typed enum, and a simulator that
 //! stopped answering. Every wait is bounded.
 
+#![cfg(feature = "rt")]
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 use std::sync::atomic::AtomicU64;

@@ -2,6 +2,7 @@
 //! the webhook server, and a scripted Graph API (including one that never answers) towards
 //! the Graph client. Every wait is bounded; no assertion depends on speed.
 
+#![cfg(feature = "rt")]
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 use std::collections::VecDeque;
