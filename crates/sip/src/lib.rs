@@ -4,11 +4,16 @@
 //! RFC 3261 transaction machines and dialogs, and never touches a socket or a clock.
 
 mod dialog;
+mod digest;
 mod message;
 mod transaction;
 
 pub use dialog::{
     Dialog, DialogError, DialogEvent, DialogId, DialogState, RouteEntry, no_dialog_response,
+};
+pub use digest::{
+    Challenge, ChallengeKind, Credentials, DigestAlgorithm, DigestClient, DigestError,
+    DigestServer, DigestServerConfig, compute_response,
 };
 pub use message::*;
 pub use transaction::{
