@@ -7,6 +7,8 @@
 //!   from env vars or files; every error names the file, line, column and key.
 //! - [`dialplan`]: ordered rules compiled at load into a [`DialPlan`] whose
 //!   [`DialPlan::route`] is a pure function of a [`CallContext`] (time passed in).
+//! - [`permission`]: call permissions, request limits and the consent guard for
+//!   business-initiated calls ([`permission::PermissionTracker`]).
 //! - [`call`]: the sans-IO call state machines, [`call::InboundCall`] (user-initiated,
 //!   WhatsApp → PBX) and [`call::OutboundCall`] (business-initiated, PBX → WhatsApp), and
 //!   the two mapping functions (PBX final status → Meta action, Meta failure → SIP status).
@@ -37,6 +39,7 @@
 pub mod call;
 pub mod config;
 pub mod dialplan;
+pub mod permission;
 mod types;
 
 pub use config::{Config, ConfigError};
