@@ -79,8 +79,9 @@ pub mod scenario;
 pub mod sdp;
 
 pub use driver::{
-    Batching, DeliveryOutcome, FaultAction, FaultRule, Faults, GraphRecord, SimConfig, SimEvent,
-    SimHandle, Simulator, SystemClock, WebhookConfig, WebhookMatch, WebhookRecord, sign,
+    Batching, DeliveryOutcome, FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule,
+    GraphRecord, SimConfig, SimEvent, SimHandle, Simulator, SystemClock, VerifyOutcome,
+    WebhookConfig, WebhookMatch, WebhookRecord, sign,
 };
 pub use error::{GraphError, SimError};
 pub use ids::{IdError, PhoneNumberId, WaCallId, WaId, WabaId, Wamid};

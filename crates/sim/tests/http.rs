@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use whatsip_sim::core::{BusinessCallBehaviour, CallState, EndReason, PermissionGrant, UserCall};
 use whatsip_sim::{
-    Batching, FaultAction, FaultRule, PhoneNumberId, SimConfig, SimHandle, Simulator, WaCallId,
-    WaId, WebhookConfig, WebhookMatch,
+    Batching, FaultAction, FaultRule, GraphFault, GraphFaultRule, PhoneNumberId, SimConfig,
+    SimHandle, Simulator, WaCallId, WaId, WebhookConfig, WebhookMatch,
 };
 
 const SECRET: &str = "app-secret-for-tests";
@@ -110,13 +110,24 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     answered
 }
 
+async fn verify_handshake(
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> (StatusCode, String) {
+    let ok = q.get("hub.mode").map(String::as_str) == Some("subscribe")
+        && q.get("hub.verify_token").map(String::as_str) == Some("verify-me");
+    match (ok, q.get("hub.challenge")) {
+        (true, Some(c)) => (StatusCode::OK, c.clone()),
+        _ => (StatusCode::FORBIDDEN, String::new()),
+    }
+}
+
 impl Receiver {
     async fn start() -> (Self, String) {
         let r = Receiver::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let app = Router::new()
-            .route("/webhook", post(receive))
+            .route("/webhook", post(receive).get(verify_handshake))
             .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (r, url)
@@ -602,5 +613,125 @@ async fn graph_body_that_is_not_json_is_code_100_not_a_crash() {
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], 100);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn webhook_bytes_follow_meta_key_order() {
+    let (sim, rx) = start(|_| {}).await;
+    sim.user_calls(UserCall::new(user(), pnid())).await.unwrap();
+    rx.wait_until("connect", |g| !g.is_empty()).await;
+    let raw = String::from_utf8(rx.all()[0].raw.clone()).unwrap();
+    assert!(
+        raw.starts_with("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"),
+        "{raw}"
+    );
+    let pos = |k: &str| raw.find(k).unwrap_or_else(|| panic!("{k} missing"));
+    assert!(pos("\"messaging_product\"") < pos("\"metadata\""));
+    assert!(pos("\"metadata\"") < pos("\"contacts\""));
+    assert!(pos("\"contacts\"") < pos("\"calls\":["));
+    assert!(pos("\"from\"") < pos("\"event\""));
+    assert!(pos("\"event\"") < pos("\"timestamp\""));
+    assert!(pos("\"direction\"") < pos("\"session\""));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn graph_faults_inject_errors_delays_and_silence() {
+    let (sim, _rx) = start(|c| {
+        c.faults.graph = vec![
+            GraphFaultRule {
+                endpoint: Some("calls".into()),
+                action: Some("accept".into()),
+                fault: GraphFault::Error { code: 138004 },
+                times: Some(1),
+            },
+            GraphFaultRule {
+                endpoint: Some("calls".into()),
+                action: Some("pre_accept".into()),
+                fault: GraphFault::NoResponse,
+                times: Some(1),
+            },
+            GraphFaultRule {
+                endpoint: Some("calls".into()),
+                action: Some("reject".into()),
+                fault: GraphFault::Delay {
+                    delay: Duration::from_millis(300),
+                },
+                times: None,
+            },
+        ];
+    })
+    .await;
+    let id = sim.user_calls(UserCall::new(user(), pnid())).await.unwrap();
+    let answer = |action: &str| {
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": action,
+        "session": { "sdp_type": "answer", "sdp": BIZ_ANSWER } })
+    };
+    // Error: not applied, Meta's 500 body.
+    let (status, body) = post_calls(&sim, answer("accept")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_u64()),
+        (500, Some(138004))
+    );
+    assert_eq!(sim.call(&id).unwrap().state, CallState::Offered);
+    // Silence: the client times out, nothing applied.
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(format!("{}/v23.0/{PNID}/calls", sim.base_url()))
+        .bearer_auth(TOKEN)
+        .json(&answer("pre_accept"))
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout());
+    assert_eq!(sim.call(&id).unwrap().state, CallState::Offered);
+    // Delay: applied at once, answered late.
+    let (status, _) = post_calls(
+        &sim,
+        json!({ "messaging_product": "whatsapp", "call_id": id.as_str(), "action": "reject" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.call(&id).unwrap().state, CallState::Terminated);
+    let recs = sim.graph_requests();
+    assert_eq!(
+        recs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [500, 0, 200]
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn pad_fault_makes_an_oversized_body_with_an_unknown_field() {
+    let (sim, rx) = start(|c| {
+        c.webhook.max_attempts = 1;
+        c.faults.rules.push(FaultRule {
+            matches: WebhookMatch::Label("connect".into()),
+            action: FaultAction::Pad { bytes: 1_500_000 },
+            times: Some(1),
+        });
+    })
+    .await;
+    sim.user_calls(UserCall::new(user(), pnid())).await.unwrap();
+    rx.wait_until("padded", |g| !g.is_empty()).await;
+    let got = &rx.all()[0];
+    assert!(got.raw.len() > 1_500_000);
+    assert!(got.signature_ok);
+    assert!(got.body["entry"][0]["changes"][0]["value"]["whatsip_padding"].is_string());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn verification_handshake_sends_challenge_and_token() {
+    let (sim, _rx) = start(|_| {}).await;
+    let ok = sim.verify_webhook("verify-me").await.unwrap();
+    assert!(ok.verified, "{ok:?}");
+    assert_eq!(ok.body, ok.challenge);
+    let bad = sim.verify_webhook("wrong").await.unwrap();
+    assert!(!bad.verified);
+    assert_eq!(bad.status, 403);
     sim.shutdown().await;
 }

@@ -49,7 +49,7 @@ pub use config::{
     BusinessCallBehaviour, BusinessNumber, CallTiming, CoreConfig, DtmfStep, Limits, MediaWatchdog,
     PermissionRequestBehaviour, UserBehaviour, UserProfile,
 };
-pub use payload::{Webhook, envelope};
+pub use payload::{MetaOrder, Webhook, envelope};
 
 use payload::{NumberMeta, PermissionReplyPayload, epoch_secs};
 use timers::{CallTimer, TimerKey, Timers};

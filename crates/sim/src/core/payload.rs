@@ -222,3 +222,103 @@ pub fn envelope(changes: &[Webhook]) -> Value {
             .collect::<Vec<_>>(),
     })
 }
+
+/// Serialises a JSON value with object keys in the order Meta's samples use (§1.2–§1.6,
+/// §3.4) instead of serde_json's alphabetical order. Unknown keys follow, alphabetically.
+pub struct MetaOrder<'a>(pub &'a Value);
+
+const KEY_ORDER: &[&str] = &[
+    "object",
+    "entry",
+    "id",
+    "changes",
+    "field",
+    "value",
+    "messaging_product",
+    "metadata",
+    "display_phone_number",
+    "phone_number_id",
+    "contacts",
+    "profile",
+    "name",
+    "wa_id",
+    "input",
+    "calls",
+    "statuses",
+    "messages",
+    "from",
+    "to",
+    "event",
+    "timestamp",
+    "direction",
+    "start_time",
+    "end_time",
+    "duration",
+    "type",
+    "status",
+    "recipient_id",
+    "success",
+    "biz_opaque_callback_data",
+    "deeplink_payload",
+    "cta_payload",
+    "session",
+    "sdp_type",
+    "sdp",
+    "context",
+    "interactive",
+    "call_permission_reply",
+    "response",
+    "is_permanent",
+    "expiration_timestamp",
+    "response_source",
+    "permission",
+    "expiration_time",
+    "actions",
+    "action_name",
+    "can_perform_action",
+    "limits",
+    "time_period",
+    "max_allowed",
+    "current_usage",
+    "limit_expiration_time",
+    "errors",
+    "error",
+    "message",
+    "code",
+    "title",
+    "error_data",
+    "details",
+    "fbtrace_id",
+    "phone_number_settings",
+    "calling",
+];
+
+impl Serialize for MetaOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(m) => {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_by_key(|(k, _)| {
+                    (
+                        KEY_ORDER.iter().position(|o| o == k).unwrap_or(usize::MAX),
+                        k.as_str(),
+                    )
+                });
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, &MetaOrder(v))?;
+                }
+                map.end()
+            }
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&MetaOrder(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use tokio::time::Instant as TokioInstant;
 use tracing::{debug, warn};
 
 use crate::core::config::{opt_secs, secs};
-use crate::core::{Webhook, envelope};
+use crate::core::{MetaOrder, Webhook, envelope};
 use crate::driver::clock::tokio_now;
 use crate::driver::recorder::{DeliveryOutcome, Recorder, WebhookRecord};
 use crate::ids::WaCallId;
@@ -80,6 +80,74 @@ pub struct Faults {
     pub rules: Vec<FaultRule>,
     /// Batch several changes into one POST.
     pub batch: Option<Batching>,
+    /// Faults on Graph API responses (slow, failing or silent Graph).
+    pub graph: Vec<GraphFaultRule>,
+}
+
+/// A fault applied to Graph API requests as they arrive.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphFaultRule {
+    /// Last path segment to match (`calls`, `messages`, `settings`, `call_permissions`);
+    /// `None` matches all.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Body `action` (calls) or `type` (messages) to match; `None` matches all.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// What to do.
+    pub fault: GraphFault,
+    /// Apply to this many matching requests, then stop (`None`: always).
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// A Graph API fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GraphFault {
+    /// Process the request, then answer after a delay (a slow Meta: the action took
+    /// effect even if the client timed out).
+    Delay {
+        /// Delay.
+        #[serde(rename = "delay_s", with = "secs")]
+        delay: Duration,
+    },
+    /// Do not process; answer with Meta's error body for `code` (e.g. 138004 / HTTP 500,
+    /// 138002 / 429).
+    Error {
+        /// Meta error code.
+        code: u32,
+    },
+    /// Do not process and never answer (the connection is held for up to an hour or
+    /// until the client gives up).
+    NoResponse,
+}
+
+impl Faults {
+    /// Finds the first Graph fault for a request (decrementing its `times`).
+    pub(crate) fn take_graph_fault(
+        &mut self,
+        endpoint: &str,
+        action: Option<&str>,
+    ) -> Option<GraphFault> {
+        for rule in &mut self.graph {
+            if rule.times == Some(0) {
+                continue;
+            }
+            if rule.endpoint.as_deref().is_some_and(|e| e != endpoint) {
+                continue;
+            }
+            if rule.action.is_some() && rule.action.as_deref() != action {
+                continue;
+            }
+            if let Some(t) = &mut rule.times {
+                *t -= 1;
+            }
+            return Some(rule.fault.clone());
+        }
+        None
+    }
 }
 
 /// One fault rule.
@@ -133,6 +201,12 @@ pub enum FaultAction {
     WrongSecret,
     /// Never deliver.
     Drop,
+    /// Add an unknown `whatsip_padding` field of this many bytes to the change value (tests
+    /// receivers' body size limits and tolerance of unknown fields; capped at 16 MiB).
+    Pad {
+        /// Padding size.
+        bytes: usize,
+    },
 }
 
 /// Batching of changes into one POST (Meta may batch up to 1000, §1.1).
@@ -303,6 +377,7 @@ fn apply_rules(faults: &Mutex<Faults>, w: Webhook) -> Applied {
     };
     let mut hold = None;
     let mut delay = None;
+    let mut pad = None;
     for rule in &mut f.rules {
         if rule.times == Some(0) || !rule.matches.matches(&w) {
             continue;
@@ -316,7 +391,15 @@ fn apply_rules(faults: &Mutex<Faults>, w: Webhook) -> Applied {
             FaultAction::HoldUntilNext { max } => hold = Some(max.unwrap_or(DEFAULT_HOLD)),
             FaultAction::WrongSecret => unit.wrong_secret = true,
             FaultAction::Drop => unit.dropped = true,
+            FaultAction::Pad { bytes } => pad = Some((*bytes).min(16 * 1024 * 1024)),
         }
+    }
+    let mut w = w;
+    if let (Some(n), Some(obj)) = (pad, w.value.as_object_mut()) {
+        obj.insert(
+            "whatsip_padding".into(),
+            serde_json::Value::from("x".repeat(n)),
+        );
     }
     unit.changes.push(w);
     Applied {
@@ -367,7 +450,7 @@ async fn dispatch(lanes: &Arc<Vec<mpsc::Sender<Unit>>>, unit: Unit, delay: Optio
 }
 
 fn record_dropped(recorder: &Recorder, unit: &Unit) {
-    let body = serde_json::to_string(&envelope(&unit.changes)).unwrap_or_default();
+    let body = serde_json::to_string(&MetaOrder(&envelope(&unit.changes))).unwrap_or_default();
     recorder.record_webhook(WebhookRecord {
         seq: recorder.next_webhook_seq(),
         delivery: 0,
@@ -394,7 +477,7 @@ async fn lane(
 ) {
     let mut delivery_no = 0u64;
     while let Some(unit) = rx.recv().await {
-        let body = match serde_json::to_vec(&envelope(&unit.changes)) {
+        let body = match serde_json::to_vec(&MetaOrder(&envelope(&unit.changes))) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "webhook body not serialisable");

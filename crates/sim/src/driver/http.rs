@@ -13,13 +13,15 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::core::GraphResponse;
 use crate::core::config::opt_secs;
 use crate::core::{
-    DtmfStep, GraphRequest, PermissionGrant, PermissionReply, UserCall, UserProfile,
+    DtmfStep, GraphRequest, MetaOrder, PermissionGrant, PermissionReply, UserCall, UserProfile,
 };
 use crate::driver::SimHandle;
-use crate::driver::deliver::Faults;
+use crate::driver::deliver::{Faults, GraphFault};
 use crate::driver::engine::Command;
+use crate::error::GraphError;
 use crate::error::SimError;
 use crate::ids::{WaCallId, WaId};
 
@@ -63,18 +65,51 @@ async fn graph(
         authorization,
         body: body.to_vec(),
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let had_auth = req.authorization.is_some();
-    if h.shared
-        .cmd
-        .send(Command::Graph(req.clone(), tx))
-        .await
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "simulator stopped").into_response();
-    }
-    let Ok(resp) = rx.await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "simulator stopped").into_response();
+    let fault = graph_fault(&h, &req);
+    let resp = match &fault {
+        Some(GraphFault::Error { code }) => {
+            let e = GraphError::new(*code, "injected by whatsip-sim fault rule");
+            GraphResponse {
+                status: e.http_status,
+                body: e.to_body("whatsip-sim-fault"),
+                error_code: Some(e.code),
+                action: body_action(&req.body),
+            }
+        }
+        Some(GraphFault::NoResponse) => {
+            let resp = GraphResponse {
+                status: 0,
+                body: Value::Null,
+                error_code: None,
+                action: body_action(&req.body),
+            };
+            h.shared.recorder.record_graph(
+                &req.method,
+                &req.path,
+                &req.query,
+                had_auth,
+                &req.body,
+                &resp,
+            );
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        _ => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if h.shared
+                .cmd
+                .send(Command::Graph(req.clone(), tx))
+                .await
+                .is_err()
+            {
+                return (StatusCode::SERVICE_UNAVAILABLE, "simulator stopped").into_response();
+            }
+            let Ok(resp) = rx.await else {
+                return (StatusCode::SERVICE_UNAVAILABLE, "simulator stopped").into_response();
+            };
+            resp
+        }
     };
     h.shared.recorder.record_graph(
         &req.method,
@@ -84,14 +119,49 @@ async fn graph(
         &req.body,
         &resp,
     );
+    if let Some(GraphFault::Delay { delay }) = fault {
+        tokio::time::sleep(delay).await;
+    }
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = (status, Json(resp.body)).into_response();
+    let bytes = serde_json::to_vec(&MetaOrder(&resp.body)).unwrap_or_default();
+    let mut r = (
+        status,
+        [(
+            http::header::CONTENT_TYPE,
+            "application/json; charset=UTF-8",
+        )],
+        bytes,
+    )
+        .into_response();
     // Graph sends this header on every response; harmless and helps eyeballing captures.
     r.headers_mut().insert(
         "x-fb-trace-id",
         http::HeaderValue::from_static("whatsip-sim"),
     );
     r
+}
+
+fn graph_fault(h: &SimHandle, req: &GraphRequest) -> Option<GraphFault> {
+    let mut faults = h.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+    if faults.graph.is_empty() {
+        return None;
+    }
+    let endpoint = req
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    let action = body_action(&req.body);
+    faults.take_graph_fault(endpoint, action.as_deref())
+}
+
+fn body_action(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("action")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn err(e: SimError) -> Response {

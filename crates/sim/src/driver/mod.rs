@@ -25,7 +25,10 @@ use crate::ids::{PhoneNumberId, WaCallId, WaId};
 use crate::peer::{MediaPeerFactory, MediaReport, SdpOnlyPeerFactory};
 
 pub use clock::SystemClock;
-pub use deliver::{Batching, FaultAction, FaultRule, Faults, WebhookConfig, WebhookMatch, sign};
+pub use deliver::{
+    Batching, FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, WebhookConfig,
+    WebhookMatch, sign,
+};
 pub use recorder::{DeliveryOutcome, GraphRecord, SimEvent, WebhookRecord};
 
 use engine::{Command, Engine};
@@ -76,6 +79,19 @@ impl std::fmt::Debug for SimConfig {
     }
 }
 
+/// Result of [`SimHandle::verify_webhook`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyOutcome {
+    /// 200 with the raw challenge as the body.
+    pub verified: bool,
+    /// HTTP status received.
+    pub status: u16,
+    /// Challenge sent.
+    pub challenge: String,
+    /// Body received (cut to 1 KiB).
+    pub body: String,
+}
+
 /// Starts simulators.
 pub struct Simulator;
 
@@ -103,6 +119,7 @@ impl Simulator {
                 recorder: recorder.clone(),
                 faults: faults.clone(),
                 addr,
+                webhook_url: cfg.webhook.url.clone(),
                 numbers,
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -127,8 +144,9 @@ impl Simulator {
 pub(crate) struct Shared {
     pub(crate) cmd: mpsc::Sender<Command>,
     pub(crate) recorder: Arc<Recorder>,
-    faults: Arc<Mutex<Faults>>,
+    pub(crate) faults: Arc<Mutex<Faults>>,
     addr: SocketAddr,
+    webhook_url: Option<String>,
     numbers: Vec<BusinessNumber>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -417,6 +435,41 @@ impl SimHandle {
             })
         })
         .await
+    }
+
+    /// Performs Meta's webhook verification handshake against the configured URL
+    /// (`GET ?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`, §1.1) and reports
+    /// whether the receiver echoed the challenge with a 200.
+    pub async fn verify_webhook(&self, verify_token: &str) -> Result<VerifyOutcome, SimError> {
+        let url = self
+            .shared
+            .webhook_url
+            .clone()
+            .ok_or_else(|| SimError::Config("no webhook url configured".into()))?;
+        let challenge = rand::random_range(1_000_000_000u64..9_999_999_999).to_string();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| SimError::Config(e.to_string()))?;
+        let resp = client
+            .get(&url)
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.challenge", challenge.as_str()),
+                ("hub.verify_token", verify_token),
+            ])
+            .send()
+            .await
+            .map_err(|e| SimError::Config(format!("verification request failed: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Ok(VerifyOutcome {
+            verified: status == 200 && body == challenge,
+            status,
+            challenge,
+            body: crate::ids::truncate(&body, 1024).to_owned(),
+        })
     }
 
     /// Stops the server, the engine (stopping every media peer) and the deliverer.
