@@ -6,6 +6,7 @@
 mod dialog;
 mod digest;
 mod message;
+mod session_timer;
 mod transaction;
 
 pub use dialog::{
@@ -16,6 +17,10 @@ pub use digest::{
     DigestServer, DigestServerConfig, compute_response,
 };
 pub use message::*;
+pub use session_timer::{
+    Negotiated, SessionTimer, SessionTimerConfig, SessionTimerEvent, apply_uas_headers,
+    negotiate_uac, negotiate_uas, uac_request_headers, uac_retry_after_422,
+};
 pub use transaction::{
     InviteClientTxn, InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn, Timer, TimerConfig,
     Transmit, TxnError, TxnEvent, TxnKey, cancel_unknown_response,
