@@ -470,6 +470,7 @@ fn client(base_url: &str, timeout: Duration, attempts: u32) -> GraphClient {
         max_attempts: attempts,
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
+        proxy: None,
     };
     GraphClient::new(config, AccessToken::new("EAAG-test-token")).unwrap()
 }

@@ -42,6 +42,10 @@ pub struct GraphClientConfig {
     pub initial_backoff: Duration,
     /// Backoff cap (default 4 s).
     pub max_backoff: Duration,
+    /// HTTP(S) proxy URL for egress, e.g. `http://proxy:3128` (default none). Proxy
+    /// environment variables are deliberately not read: only the gateway reads the
+    /// environment, and it passes the value here.
+    pub proxy: Option<String>,
 }
 
 impl Default for GraphClientConfig {
@@ -54,6 +58,7 @@ impl Default for GraphClientConfig {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(4),
+            proxy: None,
         }
     }
 }
@@ -92,14 +97,20 @@ impl GraphClient {
                 reason: "base_url must start with http:// or https://".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("whatsip/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GraphError::InvalidRequest {
-                reason: e.without_url().to_string(),
+            .no_proxy();
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy).map_err(|e| GraphError::InvalidRequest {
+                reason: format!("invalid proxy url: {}", e.without_url()),
             })?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder.build().map_err(|e| GraphError::InvalidRequest {
+            reason: e.without_url().to_string(),
+        })?;
         Ok(Self {
             http,
             config: Arc::new(config),
