@@ -226,7 +226,7 @@ async fn duplicated_webhooks_are_delivered_once() {
                 action: FaultAction::Duplicate,
                 times: None,
             }],
-            batch: None,
+            ..Faults::default()
         };
     })
     .await;
@@ -266,7 +266,7 @@ async fn terminate_before_connect_never_starts_a_call() {
                 },
                 times: Some(1),
             }],
-            batch: None,
+            ..Faults::default()
         };
     })
     .await;
@@ -304,7 +304,7 @@ async fn wrong_signature_is_refused_and_never_delivered() {
                 action: FaultAction::WrongSecret,
                 times: Some(1),
             }],
-            batch: None,
+            ..Faults::default()
         };
     })
     .await;
