@@ -22,7 +22,10 @@ use whatsip_meta::{
     WaId, WebhookEvent,
 };
 use whatsip_sim::core::{BusinessNumber, PermissionGrant, UserCall};
-use whatsip_sim::{FaultAction, FaultRule, Faults, SimConfig, SimHandle, Simulator, WebhookMatch};
+use whatsip_sim::{
+    FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, SimConfig, SimHandle, Simulator,
+    WebhookMatch,
+};
 
 const SECRET: &str = "sim-app-secret";
 const WAIT: Duration = Duration::from_secs(30);
@@ -566,4 +569,97 @@ async fn stopped_simulator_gives_connect_errors_after_bounded_retries() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn silent_slow_and_failing_simulator_retries_only_where_safe() {
+    let mut b = bench(WebhookServerConfig::default(), |_| {}).await;
+    let fast = GraphClient::new(
+        GraphClientConfig {
+            base_url: b.sim.base_url(),
+            request_timeout: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(50),
+            ..GraphClientConfig::default()
+        },
+        AccessToken::new("sim-token"),
+    )
+    .unwrap();
+    let rule = |endpoint: &str, action: Option<&str>, fault: GraphFault, times: Option<u32>| {
+        GraphFaultRule {
+            endpoint: Some(endpoint.into()),
+            action: action.map(str::to_owned),
+            fault,
+            times,
+        }
+    };
+    b.sim.set_faults(Faults {
+        graph: vec![
+            rule("calls", Some("accept"), GraphFault::NoResponse, None),
+            rule("call_permissions", None, GraphFault::NoResponse, None),
+            rule(
+                "settings",
+                None,
+                GraphFault::Error { code: 138004 },
+                Some(1),
+            ),
+            rule(
+                "calls",
+                Some("terminate"),
+                GraphFault::Delay {
+                    delay: Duration::from_secs(3),
+                },
+                Some(1),
+            ),
+        ],
+        ..Faults::default()
+    });
+    let count = |sim: &SimHandle, pred: &dyn Fn(&whatsip_sim::GraphRecord) -> bool| {
+        sim.graph_requests().iter().filter(|r| pred(r)).count()
+    };
+
+    // A silent Meta on accept: one attempt, a timeout, never resent.
+    let sim_call = b
+        .sim
+        .user_calls(UserCall::new(sim_user(), sim_pnid()))
+        .await
+        .unwrap();
+    let Event::Connect(c) = next(&mut b.events).await else {
+        panic!()
+    };
+    fast.pre_accept(&pnid(), &c.call_id, ANSWER).await.unwrap();
+    let err = tokio::time::timeout(WAIT, fast.accept(&pnid(), &c.call_id, ANSWER, None))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, GraphError::Timeout { timeout_ms: 1000 }),
+        "{err:?}"
+    );
+    assert_eq!(count(&b.sim, &|r| r.is_call_action("accept")), 1);
+
+    // A silent Meta on an idempotent GET: retried up to max_attempts, then the timeout.
+    let err = tokio::time::timeout(WAIT, fast.call_permissions(&pnid(), &user()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, GraphError::Timeout { .. }), "{err:?}");
+    assert_eq!(count(&b.sim, &|r| r.path.ends_with("/call_permissions")), 3);
+
+    // A transient 138004 on GET settings: retried once, then success.
+    fast.settings(&pnid(), false).await.unwrap();
+    assert_eq!(count(&b.sim, &|r| r.path.ends_with("/settings")), 2);
+
+    // A slow Meta on terminate: the client times out, the action took effect, no resend.
+    let err = tokio::time::timeout(WAIT, fast.terminate(&pnid(), &c.call_id))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, GraphError::Timeout { .. }), "{err:?}");
+    b.sim
+        .wait_for_call_end(&sim_id(&c.call_id), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(count(&b.sim, &|r| r.is_call_action("terminate")), 1);
+    assert_eq!(c.call_id.as_str(), sim_call.as_str());
+    b.sim.shutdown().await;
 }
