@@ -663,3 +663,59 @@ async fn silent_slow_and_failing_simulator_retries_only_where_safe() {
     assert_eq!(c.call_id.as_str(), sim_call.as_str());
     b.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn simulator_verification_handshake() {
+    let b = bench(WebhookServerConfig::default(), |_| {}).await;
+    let ok = b.sim.verify_webhook("v").await.unwrap();
+    assert!(
+        ok.verified && ok.status == 200,
+        "{:?}",
+        (ok.status, &ok.body)
+    );
+    let bad = b.sim.verify_webhook("wrong-token").await.unwrap();
+    assert!(!bad.verified);
+    assert_eq!(bad.status, 403);
+    assert_eq!(WebhookStats::get(&b.server.stats().handshakes_ok), 1);
+    assert_eq!(WebhookStats::get(&b.server.stats().handshakes_refused), 1);
+    b.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn padded_webhooks_over_3mb_get_413_and_unknown_fields_are_tolerated() {
+    let pad = |label: &str, bytes: usize| FaultRule {
+        matches: WebhookMatch::Label(label.into()),
+        action: FaultAction::Pad { bytes },
+        times: Some(1),
+    };
+    let mut b = bench(WebhookServerConfig::default(), |cfg| {
+        cfg.webhook.max_attempts = 1;
+        cfg.faults = Faults {
+            rules: vec![
+                pad("connect", 3 * 1024 * 1024),
+                pad("terminate", 100 * 1024),
+            ],
+            ..Faults::default()
+        };
+    })
+    .await;
+    let mut call = UserCall::new(sim_user(), sim_pnid());
+    call.give_up_after = Some(Duration::from_secs(1));
+    let id = b.sim.user_calls(call).await.unwrap();
+    // The 3 MB-padded connect is refused by size; the 100 KB-padded terminate is delivered,
+    // its unknown `whatsip_padding` field reported as a note.
+    let Event::Terminate(t) = next(&mut b.events).await else {
+        panic!()
+    };
+    assert_eq!(t.call_id.as_str(), id.as_str());
+    let connect = b
+        .sim
+        .webhooks()
+        .into_iter()
+        .find(|w| w.labels == ["connect"])
+        .unwrap();
+    assert_eq!(connect.outcome, whatsip_sim::DeliveryOutcome::Status(413));
+    assert_eq!(WebhookStats::get(&b.server.stats().too_large), 1);
+    counter_reaches(&b.server.stats().notes, 1).await;
+    b.sim.shutdown().await;
+}
