@@ -6,7 +6,8 @@
 //!   ([`verify_subscription`]);
 //! - parses Meta's envelope tolerantly into typed [`Event`]s (`connect`, `terminate`, call
 //!   statuses, permission replies, message errors, settings and enforcement updates);
-//!   unknown fields and events become [`ParseNote`]s, never failures;
+//!   unknown fields and events become [`ParseNote`]s, never failures; and back to Meta's
+//!   JSON with [`WebhookEvent::to_envelope`];
 //! - deduplicates and orders events ([`CallEventGuard`]): re-deliveries are dropped, and a
 //!   `connect` arriving after its `terminate` is [`Verdict::AlreadyEnded`];
 //! - builds every Graph API request as plain data ([`graph::GraphRequest`]) and parses every
@@ -45,6 +46,7 @@
 //! # Ok::<(), whatsip_meta::WebhookError>(())
 //! ```
 
+mod encode;
 mod event;
 pub mod graph;
 mod guard;

@@ -605,3 +605,40 @@ fn transport_errors_retry_rules() {
     assert!(!timeout.is_retry_safe(false) && timeout.is_retry_safe(true));
     let _ = TerminateStatus::from_wire("completed");
 }
+
+#[test]
+fn every_fixture_event_encodes_back_to_meta_json_and_parses_identically() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
+    let secret = AppSecret::new("golden-app-secret");
+    let mut events = 0;
+    for entry in fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        for event in parse(name.trim_end_matches(".json")).events {
+            let body = serde_json::to_vec(&event.to_envelope()).unwrap();
+            let sig = webhook_sign(&body, &secret);
+            let again = VerifiedWebhook::from_parts(Some(sig.as_bytes()), body, &secret)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(again.notes.is_empty(), "{name}: {:?}", again.notes);
+            assert_eq!(again.events, vec![event], "{name}");
+            events += 1;
+        }
+    }
+    assert!(events >= 21, "{events}");
+}
+
+#[test]
+fn encoded_terminate_keeps_meta_types() {
+    let Event::Terminate(_) = one("calls_terminate_failed_live") else {
+        panic!()
+    };
+    let parsed = parse("calls_terminate_failed_live");
+    let v = parsed.events[0].to_envelope();
+    let call = &v["entry"][0]["changes"][0]["value"]["calls"][0];
+    assert_eq!(call["timestamp"], Value::String("1760681533".into()));
+    assert_eq!(call["start_time"], Value::String("1760681513".into()));
+    assert_eq!(call["duration"], Value::from(20));
+    assert_eq!(call["errors"][0]["code"], Value::from(138021));
+    assert_eq!(v["entry"][0]["id"], Value::String("102290129340398".into()));
+}

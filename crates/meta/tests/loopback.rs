@@ -683,10 +683,23 @@ async fn token_and_secret_never_reach_the_logs() {
 async fn shutdown_stops_listening_and_closes_the_event_channel() {
     let (server, mut rx, url) = server(WebhookServerConfig::default(), wall_at(1001)).await;
     let client = reqwest::Client::new();
-    assert_eq!(post_signed(&client, &url, &envelope(&connect_json("wacid.BEFORE", 1000))).await, 200);
+    assert_eq!(
+        post_signed(
+            &client,
+            &url,
+            &envelope(&connect_json("wacid.BEFORE", 1000))
+        )
+        .await,
+        200
+    );
     assert_eq!(call_id_of(&next_event(&mut rx).await), "wacid.BEFORE");
     tokio::time::timeout(WAIT, server.shutdown()).await.unwrap();
-    assert!(tokio::time::timeout(WAIT, rx.recv()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let fresh = reqwest::Client::new();
     assert!(fresh.post(&url).body("{}").send().await.is_err());
 }
