@@ -350,3 +350,73 @@ async fn digest_challenge_then_authenticated_call() {
         "only the authenticated INVITE reached the UAS: {s:?}"
     );
 }
+
+#[tokio::test]
+async fn tls_call_invite_180_200_ack_bye() {
+    use whatsip_sip::transport::{ListenAddr, TlsSettings};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let tls = TlsSettings::from_pem(
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+        Some(cert_pem.as_bytes()),
+    )
+    .unwrap();
+    let with_tls = |c: &mut whatsip_sip::endpoint::EndpointConfig| {
+        c.transport.listen.push(ListenAddr {
+            kind: TransportKind::Tls,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        });
+        c.transport.tls = Some(tls.clone());
+    };
+    let (server, events) = endpoint(with_tls).await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(server.clone(), events, stats.clone()));
+    let (client, _ev) = endpoint(with_tls).await;
+    let target = Target {
+        server_name: Some("localhost".to_owned()),
+        ..Target::new(TransportKind::Tls, addr_of(&server, TransportKind::Tls))
+    };
+    let out = uac_call(&client, target, "sip:answer@127.0.0.1", Duration::ZERO, 20).await;
+    assert_eq!(out.final_status, 200);
+    assert_eq!(out.bye_status, Some(200));
+    assert_eq!(stats.lock().unwrap().invites, 1);
+}
+
+#[tokio::test]
+async fn ipv6_udp_and_tcp_calls() {
+    use whatsip_sip::transport::ListenAddr;
+    let v6 = |c: &mut whatsip_sip::endpoint::EndpointConfig| {
+        c.transport.listen = vec![
+            ListenAddr {
+                kind: TransportKind::Udp,
+                addr: "[::1]:0".parse().unwrap(),
+            },
+            ListenAddr {
+                kind: TransportKind::Tcp,
+                addr: "[::1]:0".parse().unwrap(),
+            },
+        ];
+    };
+    let (server, events) = endpoint(v6).await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(server.clone(), events, stats.clone()));
+    let (client, _ev) = endpoint(v6).await;
+    for (i, kind) in [TransportKind::Udp, TransportKind::Tcp]
+        .into_iter()
+        .enumerate()
+    {
+        let target = Target::new(kind, addr_of(&server, kind));
+        let out = uac_call(
+            &client,
+            target,
+            "sip:answer@[::1]",
+            Duration::ZERO,
+            30 + i as u64,
+        )
+        .await;
+        assert_eq!(out.final_status, 200, "{kind}");
+        assert_eq!(out.bye_status, Some(200), "{kind}");
+    }
+}

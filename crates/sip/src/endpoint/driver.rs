@@ -16,7 +16,7 @@ use super::auth::{NonceBook, Verdict, answer_challenge};
 use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
-    ClientEvent, ClientTxnHandle, ClientTxnId, Command, DialogKey, EndpointConfig, EndpointError,
+    ClientEvent, ClientTxnHandle, ClientTxnId, Command, DialogId, EndpointConfig, EndpointError,
     EndpointEvent, IncomingRequest, ServerTxnId, SystemClock,
 };
 use crate::message::{
@@ -99,7 +99,7 @@ pub(super) struct Driver {
     server_index: HashMap<(String, String), ServerTxnId>,
     /// INVITE server transactions answered 2xx, by (Call-ID, CSeq number), for 2xx ACKs.
     accepted: HashMap<(String, u32), ServerTxnId>,
-    dialogs: HashSet<DialogKey>,
+    dialogs: HashSet<DialogId>,
     acks: HashMap<(String, u32), AckEntry>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
     pings: Vec<PingState>,
@@ -389,7 +389,7 @@ impl Driver {
                     if let (Some(c), Some(l), Some(r)) =
                         (resp.call_id(), resp.from_tag(), resp.to_tag())
                     {
-                        self.dialogs.insert(DialogKey {
+                        self.dialogs.insert(DialogId {
                             call_id: c,
                             local_tag: l,
                             remote_tag: r,
@@ -914,7 +914,7 @@ impl Driver {
         if !for_2xx {
             return;
         }
-        match dialog_of_request(&ack) {
+        match DialogId::for_incoming_request(&ack) {
             Some(d) if self.dialogs.contains(&d) => {
                 self.emit(EndpointEvent::Ack {
                     request: ack,
@@ -1015,7 +1015,7 @@ impl Driver {
             let _ = self.respond(id, resp, now);
             return;
         }
-        let dialog = dialog_of_request(&req);
+        let dialog = DialogId::for_incoming_request(&req);
         if req.to_tag().is_some() {
             if !dialog.as_ref().is_some_and(|d| self.dialogs.contains(d)) {
                 debug!(method = %req.method, "request for unknown dialog: 481");
@@ -1081,23 +1081,14 @@ fn host_of(addr: std::net::SocketAddr) -> Host {
     }
 }
 
-/// The dialog of an incoming in-dialog request: local = To tag, remote = From tag.
-fn dialog_of_request(req: &Request) -> Option<DialogKey> {
-    Some(DialogKey {
-        call_id: req.call_id()?,
-        local_tag: req.to_tag()?,
-        remote_tag: req.from_tag()?,
-    })
-}
-
 /// The dialog of a response: as UAC we own the From tag, as UAS the To tag.
-fn dialog_of_response(resp: &Response, uac: bool) -> Option<DialogKey> {
+fn dialog_of_response(resp: &Response, uac: bool) -> Option<DialogId> {
     let (local, remote) = if uac {
         (resp.from_tag()?, resp.to_tag()?)
     } else {
         (resp.to_tag()?, resp.from_tag()?)
     };
-    Some(DialogKey {
+    Some(DialogId {
         call_id: resp.call_id()?,
         local_tag: local,
         remote_tag: remote,

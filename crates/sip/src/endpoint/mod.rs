@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{CallId, Method, Request, Response, Tag};
+pub use crate::dialog::DialogId;
+use crate::message::{Method, Request, Response};
 use crate::transport::{Target, Transport, TransportConfig, TransportError, TransportKind};
 
 pub use auth::{Credentials, DigestAlgorithm, ServerAuth};
@@ -148,17 +149,6 @@ impl fmt::Display for ClientTxnId {
     }
 }
 
-/// A dialog as the endpoint tracks it for matching (RFC 3261 §12): Call-ID and both tags.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DialogKey {
-    /// Call-ID.
-    pub call_id: CallId,
-    /// Our tag.
-    pub local_tag: Tag,
-    /// The peer's tag.
-    pub remote_tag: Tag,
-}
-
 /// A request received from the network, with where it came from.
 #[derive(Debug, Clone)]
 pub struct IncomingRequest {
@@ -171,7 +161,7 @@ pub struct IncomingRequest {
     /// Packet source.
     pub source: SocketAddr,
     /// The dialog it belongs to, for in-dialog requests.
-    pub dialog: Option<DialogKey>,
+    pub dialog: Option<DialogId>,
 }
 
 /// What the endpoint reports to its owner.
@@ -192,7 +182,7 @@ pub enum EndpointEvent {
         /// The ACK.
         request: Request,
         /// Its dialog.
-        dialog: DialogKey,
+        dialog: DialogId,
     },
     /// No ACK came for a final response (Timer H, or Timer L after a 2xx: RFC 3261
     /// §13.3.1.4 says the dialog should be ended with BYE).
@@ -308,7 +298,7 @@ enum Command {
         reply: oneshot::Sender<Result<Request, EndpointError>>,
     },
     ForgetDialog {
-        key: DialogKey,
+        key: DialogId,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -417,7 +407,7 @@ impl Endpoint {
     }
 
     /// Stops tracking a dialog (after its BYE); later requests in it get 481.
-    pub async fn forget_dialog(&self, key: DialogKey) -> Result<(), EndpointError> {
+    pub async fn forget_dialog(&self, key: DialogId) -> Result<(), EndpointError> {
         self.command(Command::ForgetDialog { key }).await
     }
 
