@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! cargo run --release -p whatsip-sip --example test_uas -- [--udp ADDR] [--tcp ADDR]
-//!     [--auth USER:PASSWORD] [--seconds N]
+//!     [--auth USER:PASSWORD [--md5-only]] [--seconds N]
 //! ```
 //!
-//! Defaults: UDP and TCP on 127.0.0.1:5060. The Request-URI user picks the behaviour:
+//! Defaults: UDP on 127.0.0.1:5060 and TCP on the same address (`--no-tcp` for none). The Request-URI user picks the behaviour:
 //! `busy` → 486, `ring` → 180 and wait, `slow` → 200 after 300 ms, anything else →
 //! 180 + 200. Runs until `--seconds` pass (default: forever) or Ctrl-C, then prints
 //! what it saw and the transport counters to stderr.
@@ -32,7 +32,9 @@ fn sdp(addr: SocketAddr) -> String {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: test_uas [--udp ADDR] [--tcp ADDR] [--auth USER:PASSWORD] [--seconds N]");
+    eprintln!(
+        "usage: test_uas [--udp ADDR] [--tcp ADDR] [--auth USER:PASSWORD [--md5-only]] [--seconds N]"
+    );
     std::process::exit(2)
 }
 
@@ -40,15 +42,16 @@ fn usage() -> ! {
 async fn main() {
     let mut config = EndpointConfig::default();
     let mut udp: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 5060));
-    let mut tcp: Option<SocketAddr> = Some(udp);
+    // `None`: same address as UDP; `Some(None)`: no TCP.
+    let mut tcp: Option<Option<SocketAddr>> = None;
     let mut seconds: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
             "--udp" => udp = value().parse().unwrap_or_else(|_| usage()),
-            "--tcp" => tcp = Some(value().parse().unwrap_or_else(|_| usage())),
-            "--no-tcp" => tcp = None,
+            "--tcp" => tcp = Some(Some(value().parse().unwrap_or_else(|_| usage()))),
+            "--no-tcp" => tcp = Some(None),
             "--seconds" => seconds = Some(value().parse().unwrap_or_else(|_| usage())),
             "--auth" => {
                 let v = value();
@@ -57,6 +60,12 @@ async fn main() {
                 };
                 config.server_auth = Some(ServerAuth::new("whatsip", u, p));
             }
+            // SIPp 3.6 answers MD5 challenges only.
+            "--md5-only" => {
+                if let Some(a) = config.server_auth.as_mut() {
+                    a.config.algorithms = vec![whatsip_sip::DigestAlgorithm::Md5];
+                }
+            }
             _ => usage(),
         }
     }
@@ -64,7 +73,7 @@ async fn main() {
         kind: TransportKind::Udp,
         addr: udp,
     });
-    if let Some(tcp) = tcp {
+    if let Some(tcp) = tcp.unwrap_or(Some(udp)) {
         config.transport.listen.push(ListenAddr {
             kind: TransportKind::Tcp,
             addr: tcp,

@@ -294,7 +294,7 @@ async fn request_timeout_reports_timeout() {
 
 #[tokio::test]
 async fn digest_challenge_then_authenticated_call() {
-    use whatsip_sip::endpoint::{Credentials, ServerAuth};
+    use whatsip_sip::endpoint::{ServerAuth, TrunkCredentials};
     let (server_ep, events) = endpoint(|c| {
         c.server_auth = Some(ServerAuth::new("whatsip", "trunk", "s3cret"));
     })
@@ -315,7 +315,7 @@ async fn digest_challenge_then_authenticated_call() {
     assert_eq!(out.final_status, 401);
     // Wrong password: one retry, then the second 401 is final.
     let (wrong, _e2) = endpoint(|c| {
-        c.credentials = Some(Credentials {
+        c.credentials = Some(TrunkCredentials {
             username: "trunk".into(),
             password: "guess".into(),
             realm: None,
@@ -333,7 +333,7 @@ async fn digest_challenge_then_authenticated_call() {
     assert_eq!(out.final_status, 401);
     // Right password: the call goes through, BYE (in dialog) is not challenged.
     let (good, _e3) = endpoint(|c| {
-        c.credentials = Some(Credentials {
+        c.credentials = Some(TrunkCredentials {
             username: "trunk".into(),
             password: "s3cret".into(),
             realm: Some("whatsip".into()),

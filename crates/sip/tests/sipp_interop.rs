@@ -195,9 +195,10 @@ async fn sipp_uac_udp_digest_challenged_invite() {
         return;
     }
     let (ep, stats) = start_uas(|c| {
-        c.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
-            "whatsip", "trunk", "s3cret",
-        ));
+        let mut auth = whatsip_sip::endpoint::ServerAuth::new("whatsip", "trunk", "s3cret");
+        // SIPp 3.6 computes MD5 digests only.
+        auth.config.algorithms = vec![whatsip_sip::DigestAlgorithm::Md5];
+        c.server_auth = Some(auth);
     })
     .await;
     let run = sipp_uac(
@@ -206,7 +207,16 @@ async fn sipp_uac_udp_digest_challenged_invite() {
         "uac_auth.xml",
         "answer",
         2,
-        &["-au", "trunk", "-ap", "s3cret"],
+        // SIPp's digest-uri defaults to sip:host:port; the verifier insists it equals the
+        // Request-URI (RFC 7616 §3.4.6), so name it (SIPp adds the "sip:").
+        &[
+            "-au",
+            "trunk",
+            "-ap",
+            "s3cret",
+            "-auth_uri",
+            &format!("answer@{}", addr_of(&ep, TransportKind::Udp)),
+        ],
     )
     .await;
     assert_sipp_ok(&run, 2);
@@ -221,9 +231,10 @@ async fn sipp_uac_udp_digest_wrong_password_is_refused() {
         return;
     }
     let (ep, stats) = start_uas(|c| {
-        c.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
-            "whatsip", "trunk", "s3cret",
-        ));
+        let mut auth = whatsip_sip::endpoint::ServerAuth::new("whatsip", "trunk", "s3cret");
+        // SIPp 3.6 computes MD5 digests only.
+        auth.config.algorithms = vec![whatsip_sip::DigestAlgorithm::Md5];
+        c.server_auth = Some(auth);
     })
     .await;
     let run = sipp_uac(

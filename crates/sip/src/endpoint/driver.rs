@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
-use super::auth::{NonceBook, Verdict, answer_challenge};
+use super::auth::{ClientAuth, ServerGate};
 use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
@@ -105,7 +105,8 @@ pub(super) struct Driver {
     pings: Vec<PingState>,
     /// Old client id → the id of its authenticated retry, for `cancel`.
     aliases: HashMap<ClientTxnId, ClientTxnId>,
-    nonces: Option<NonceBook>,
+    client_auth: Option<ClientAuth>,
+    server_gate: Option<ServerGate>,
     shutdown_deadline: Option<Instant>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -135,7 +136,11 @@ impl Driver {
                 tag: Tag::generate(&mut rng),
             })
             .collect();
-        let nonces = config.server_auth.clone().map(NonceBook::new);
+        let client_auth = config.credentials.as_ref().map(ClientAuth::new);
+        let server_gate = config
+            .server_auth
+            .as_ref()
+            .map(|a| ServerGate::new(a, &mut rng));
         Self {
             config,
             timers,
@@ -156,7 +161,8 @@ impl Driver {
             wakeups: BinaryHeap::new(),
             pings,
             aliases: HashMap::new(),
-            nonces,
+            client_auth,
+            server_gate,
             shutdown_deadline: None,
             shutdown_waiters: Vec::new(),
         }
@@ -434,34 +440,21 @@ impl Driver {
         challenge: &Response,
         now: Instant,
     ) -> bool {
-        let Some(creds) = self.config.credentials.clone() else {
-            return false;
-        };
         let Some(e) = self.clients.get(&id) else {
             return false;
         };
-        let (challenge_header, auth_header) = if challenge.status.as_u16() == 407 {
-            ("Proxy-Authenticate", HeaderName::PROXY_AUTHORIZATION)
-        } else {
-            ("WWW-Authenticate", HeaderName::AUTHORIZATION)
-        };
-        let mut req = e.txn.request().clone();
-        let mut cnonce = [0u8; 8];
-        rand::RngCore::fill_bytes(&mut self.rng, &mut cnonce);
-        let uri = req.uri.to_string();
-        let Some(value) = challenge.headers.get_all(challenge_header).find_map(|c| {
-            answer_challenge(c, &creds, req.method.as_str(), &uri, &hex::encode(cnonce))
-        }) else {
-            debug!("challenge not answerable with our credentials");
+        let Some(auth) = self.client_auth.as_mut() else {
             return false;
         };
+        let mut req = e.txn.request().clone();
         req.headers.remove_first("Via");
-        req.headers.remove("Authorization");
-        req.headers.remove("Proxy-Authorization");
         let seq = req.cseq().map_or(1, |c| c.seq.saturating_add(1));
         req.headers
             .set(HeaderName::CSEQ, format!("{seq} {}", req.method.as_str()));
-        req.headers.push(auth_header, value);
+        if !auth.authorize(&mut req, challenge, &mut self.rng) {
+            debug!("challenge not answerable with our credentials");
+            return false;
+        }
         let target = e.target.clone();
         let Some(e) = self.clients.get_mut(&id) else {
             return false;
@@ -1029,18 +1022,11 @@ impl Driver {
             let _ = self.respond(id, resp, now);
             return;
         } else if req.method != Method::Options
-            && let Some(book) = self.nonces.as_mut()
+            && let Some(gate) = self.server_gate.as_mut()
+            && let Some(challenge) = gate.check(&req, self.clock.wall())
         {
-            let authorization = req.headers.get("Authorization");
-            if let Verdict::Challenge(ch) =
-                book.verify(authorization, req.method.as_str(), &mut self.rng, now)
-            {
-                debug!(method = %req.method, "challenging request");
-                let mut resp = req.response(StatusCode::UNAUTHORIZED, None);
-                resp.headers.push(HeaderName::WWW_AUTHENTICATE, ch);
-                let _ = self.respond(id, resp, now);
-                return;
-            }
+            let _ = self.respond(id, challenge, now);
+            return;
         }
         let event = EndpointEvent::Request(IncomingRequest {
             id,

@@ -38,7 +38,7 @@ pub use crate::dialog::DialogId;
 use crate::message::{Method, Request, Response};
 use crate::transport::{Target, Transport, TransportConfig, TransportError, TransportKind};
 
-pub use auth::{Credentials, DigestAlgorithm, ServerAuth};
+pub use auth::{ServerAuth, TrunkCredentials};
 pub use via::{stamp_received, via_routing};
 
 /// The one place that reads the clock (STYLE.md §1).
@@ -52,6 +52,12 @@ impl SystemClock {
     #[allow(clippy::disallowed_methods)]
     pub fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
+    }
+
+    /// The current wall-clock time (digest nonces carry it).
+    #[allow(clippy::disallowed_methods)]
+    pub fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
     }
 }
 
@@ -91,7 +97,7 @@ pub struct EndpointConfig {
     /// Peers to ping with OPTIONS.
     pub ping: Vec<PingTarget>,
     /// Answer 401/407 challenges on our requests with these credentials (one retry).
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<TrunkCredentials>,
     /// Challenge out-of-dialog requests (except OPTIONS, ACK, CANCEL) with digest.
     pub server_auth: Option<ServerAuth>,
     /// How long [`Endpoint::shutdown`] waits for transactions in flight. Default 32 s.
