@@ -420,3 +420,47 @@ async fn ipv6_udp_and_tcp_calls() {
         assert_eq!(out.bye_status, Some(200), "{kind}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_invite_bounded_and_answers_503() {
+    // The UAS rings forever ("ring"): the INVITE stays in flight, so shutdown waits for
+    // the grace period; meanwhile new requests get 503.
+    let (server, events) = endpoint(|c| c.shutdown_grace = Duration::from_millis(1500)).await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(server.clone(), events, stats.clone()));
+    let (client, _ev) = endpoint(|_| {}).await;
+    let target = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
+    let local = client.local_addr(TransportKind::Udp, target.addr).unwrap();
+    let mut h = client
+        .send_request(
+            invite(local, TransportKind::Udp, "sip:ring@127.0.0.1", 40),
+            target.clone(),
+        )
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, h.recv()).await.unwrap() {
+            Some(ClientEvent::Provisional(r)) if r.status.as_u16() == 180 => break,
+            Some(_) => {}
+            None => panic!("no 180"),
+        }
+    }
+    let stopper = server.clone();
+    let shutdown = tokio::spawn(async move { stopper.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shutdown.is_finished(), "an INVITE is still in flight");
+    let mut o = client
+        .send_request(options(local, None), target)
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(WAIT, o.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 503);
+    assert!(r.headers.get("Retry-After").is_some());
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown bounded by the grace period")
+        .unwrap();
+}

@@ -111,6 +111,14 @@ impl StreamFramer {
         self.buf.len()
     }
 
+    /// The complete header block (with its blank line) at the head of the buffer, if
+    /// one has arrived: after a framing error it lets the owner answer 400 before
+    /// closing (the stream cannot be resynchronised, but the request can be answered).
+    pub fn pending_head(&self) -> Option<&[u8]> {
+        let end = find_header_end(&self.buf)?;
+        self.buf.get(..end + 4)
+    }
+
     /// Takes the next complete frame, `Ok(None)` when more bytes are needed.
     pub fn poll_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         // Keep-alives: CRLFs before a message. A double CRLF is a ping.
@@ -313,8 +321,10 @@ mod tests {
     #[test]
     fn stream_rejects_missing_content_length() {
         let mut f = StreamFramer::new(MessageLimits::default());
-        f.handle_bytes(format!("{INVITE_HEAD}To: <sip:a@b>\r\n\r\n").as_bytes());
+        let head = format!("{INVITE_HEAD}To: <sip:a@b>\r\n\r\n");
+        f.handle_bytes(head.as_bytes());
         assert_eq!(f.poll_frame(), Err(FrameError::MissingContentLength));
+        assert_eq!(f.pending_head(), Some(head.as_bytes()));
     }
 
     #[test]

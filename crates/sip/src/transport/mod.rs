@@ -984,6 +984,17 @@ where
             Err(e) => {
                 bump(&inner.stats.frame_errors);
                 warn!(%remote, error = %e, "framing error, closing connection");
+                // RFC 3261 §18.3: a stream message without Content-Length is an error;
+                // answer 400 when the request can be answered, then close.
+                if e == FrameError::MissingContentLength
+                    && let Some(head) = framer.pending_head()
+                    && let Some(resp) = crate::message::error_response(
+                        head,
+                        &crate::message::ParseError::MissingHeader("Content-Length"),
+                    )
+                {
+                    let _ = stream.write_all(&resp.to_bytes()).await;
+                }
                 return false;
             }
         }

@@ -433,3 +433,24 @@ fn transport_kind_tokens() {
     assert!(!TransportKind::Udp.is_reliable());
     assert_eq!(TransportKind::Tls.to_string(), "TLS");
 }
+
+#[tokio::test]
+async fn tcp_request_without_content_length_gets_400_then_close() {
+    let (b, _brx) = bind(&[(TransportKind::Tcp, "127.0.0.1:0")], |_| {}).await;
+    let mut client = tokio::net::TcpStream::connect(addr(&b, TransportKind::Tcp))
+        .await
+        .unwrap();
+    let req = "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5;branch=z9hG4bKnocl\r\n\
+               From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: nocl\r\nCSeq: 1 OPTIONS\r\n\
+               Max-Forwards: 70\r\n\r\n";
+    client.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("SIP/2.0 400"), "{text}");
+    assert!(text.contains("Call-ID: nocl"));
+    assert_eq!(b.stats().frame_errors, 1);
+}
