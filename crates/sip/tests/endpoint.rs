@@ -464,3 +464,54 @@ async fn shutdown_waits_for_in_flight_invite_bounded_and_answers_503() {
         .expect("shutdown bounded by the grace period")
         .unwrap();
 }
+
+#[tokio::test]
+async fn core_dialog_drives_ack_and_bye_through_the_endpoint() {
+    use whatsip_sip::{Dialog, TimerConfig};
+    let (server, stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    let kind = TransportKind::Tcp;
+    let target = Target::new(kind, addr_of(&server, kind));
+    let local = client.local_addr(kind, target.addr).unwrap();
+    let mut h = client
+        .send_request(
+            invite(local, kind, "sip:answer@127.0.0.1", 50),
+            target.clone(),
+        )
+        .await
+        .unwrap();
+    let ok = tokio::time::timeout(WAIT, h.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.status.as_u16(), 200);
+    let mut dialog = Dialog::uac(
+        &h.request,
+        &ok,
+        format!("<sip:whatsip@{local};transport=tcp>"),
+        true,
+        &TimerConfig::default(),
+    )
+    .unwrap();
+    // The dialog builds ACK and BYE with the endpoint's Via; the endpoint keeps it.
+    let seq = ok.cseq().unwrap().seq;
+    let ack = dialog.create_ack(seq, &client.via_for(&target).unwrap());
+    let sent_ack = client.send_ack(ack, target.clone()).await.unwrap();
+    assert_eq!(sent_ack.headers.get_all("Via").count(), 1);
+    let bye = dialog.create_request(Method::Bye, &client.via_for(&target).unwrap());
+    let mut hb = client.send_request(bye, target).await.unwrap();
+    assert_eq!(hb.request.headers.get_all("Via").count(), 1);
+    let r = tokio::time::timeout(WAIT, hb.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 200);
+    for _ in 0..100 {
+        if stats.lock().unwrap().acks == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.acks, s.byes), (1, 1), "{s:?}");
+}

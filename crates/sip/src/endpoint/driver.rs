@@ -526,10 +526,14 @@ impl Driver {
         if request.cseq().is_none() {
             return Err(EndpointError::MissingHeader("CSeq"));
         }
+        let caller_via = request.branch().filter(Branch::is_rfc3261);
         let branch = if keep_via {
             request
                 .branch()
                 .ok_or(EndpointError::MissingHeader("Via"))?
+        } else if let Some(branch) = caller_via {
+            // Built with `Endpoint::via_for` (e.g. by `Dialog::create_request`): keep it.
+            branch
         } else {
             let (via, branch) = self.local_via(&target).ok_or(EndpointError::Transport)?;
             request.headers.push_front(HeaderName::VIA, via.to_string());
@@ -554,7 +558,8 @@ impl Driver {
             &self.timers,
             now,
         );
-        debug!(%id, method = %request.method, dest = %target.addr, "client transaction started");
+        debug!(%id, method = %request.method, dest = %target.addr,
+            call_id = request.call_id().as_ref().map(CallId::as_str), "client transaction started");
         self.client_index.insert(key.clone(), id);
         self.clients.insert(
             id,
@@ -694,8 +699,10 @@ impl Driver {
             .call_id()
             .ok_or(EndpointError::MissingHeader("Call-ID"))?;
         let seq = ack.cseq().ok_or(EndpointError::MissingHeader("CSeq"))?.seq;
-        let (via, _) = self.local_via(&target).ok_or(EndpointError::Transport)?;
-        ack.headers.push_front(HeaderName::VIA, via.to_string());
+        if ack.branch().filter(Branch::is_rfc3261).is_none() {
+            let (via, _) = self.local_via(&target).ok_or(EndpointError::Transport)?;
+            ack.headers.push_front(HeaderName::VIA, via.to_string());
+        }
         if !ack.headers.contains("Max-Forwards") {
             ack.headers.push(HeaderName::MAX_FORWARDS, "70");
         }
@@ -1001,7 +1008,8 @@ impl Driver {
         now: Instant,
     ) {
         let id = self.add_server(req.clone(), key, reply, now);
-        debug!(%id, method = %req.method, source = %received.source, "server transaction started");
+        debug!(%id, method = %req.method, source = %received.source,
+            call_id = req.call_id().as_ref().map(CallId::as_str), "server transaction started");
         if self.shutdown_deadline.is_some() {
             let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
             resp.headers.push(HeaderName::RETRY_AFTER, "30");
@@ -1009,6 +1017,18 @@ impl Driver {
             return;
         }
         let dialog = DialogId::for_incoming_request(&req);
+        if req.method == Method::Bye
+            && let Some(invite_id) = req.call_id().and_then(|c| {
+                self.accepted
+                    .iter()
+                    .find(|((cid, _), _)| cid == c.as_str())
+                    .map(|(_, id)| *id)
+            })
+            && let Some(e) = self.servers.get_mut(&invite_id)
+        {
+            // A BYE proves the peer got our 2xx even if its ACK was lost: stop resending.
+            e.txn.stop_2xx_resend();
+        }
         if req.to_tag().is_some() {
             if !dialog.as_ref().is_some_and(|d| self.dialogs.contains(d)) {
                 debug!(method = %req.method, "request for unknown dialog: 481");

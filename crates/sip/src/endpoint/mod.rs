@@ -361,9 +361,30 @@ impl Endpoint {
         Some(via::advertised(addr, self.config.advertised_ip))
     }
 
+    /// A Via for a request to `target` (our address, fresh branch, `rport`), for cores
+    /// that build whole requests such as [`crate::Dialog::create_request`].
+    pub fn via_for(&self, target: &Target) -> Option<crate::message::Via> {
+        let local = self.local_addr(target.kind, target.addr)?;
+        let host = match local.ip() {
+            IpAddr::V4(v4) => crate::message::Host::Ipv4(v4),
+            IpAddr::V6(v6) => crate::message::Host::Ipv6(v6),
+        };
+        let branch = crate::message::Branch::generate(&mut rand::rng());
+        let mut via = crate::message::Via::new(
+            crate::message::Transport::parse(target.kind.as_str()),
+            host,
+            Some(local.port()),
+            &branch,
+        );
+        via.params.set("rport", None);
+        Some(via)
+    }
+
     /// Sends a request in a new client transaction and returns its event stream.
     ///
-    /// The endpoint puts its own Via on top (fresh branch, `rport`) and adds
+    /// Unless the request already carries a Via with an RFC 3261 branch (from
+    /// [`Endpoint::via_for`]), the endpoint puts its own on top (fresh branch, `rport`),
+    /// and it adds
     /// `Max-Forwards: 70` and `User-Agent` when missing. Everything else (From with tag,
     /// To, Call-ID, CSeq, Contact, body) is the caller's. A 2xx to an INVITE creates a
     /// tracked dialog.
@@ -403,7 +424,7 @@ impl Endpoint {
     }
 
     /// Sends the ACK for a 2xx (RFC 3261 §13.2.2.4), outside any transaction. The endpoint
-    /// adds a Via with a fresh branch, remembers the ACK and re-sends it whenever the 2xx
+    /// adds a Via with a fresh branch (unless the ACK has one), remembers the ACK and re-sends it whenever the 2xx
     /// is retransmitted. Returns the ACK as sent.
     pub async fn send_ack(&self, ack: Request, target: Target) -> Result<Request, EndpointError> {
         let (reply, rx) = oneshot::channel();

@@ -247,6 +247,13 @@ impl ServerTxn {
         }
     }
 
+    /// Stops resending the 2xx without an ACK (a BYE in the dialog proved delivery).
+    pub(crate) fn stop_2xx_resend(&mut self) {
+        if self.resend.take().is_some() {
+            self.acked = true;
+        }
+    }
+
     /// Sends a response from the TU. Returns `false` when the state allows none.
     pub(crate) fn send_response(&mut self, resp: Response, now: Instant) -> bool {
         let r = match &mut self.core {
