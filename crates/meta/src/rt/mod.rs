@@ -9,5 +9,7 @@ mod tls;
 
 pub use client::{GraphClient, GraphClientConfig, GraphReply, GraphSide};
 pub use clock::{Clock, SystemClock};
-pub use server::{ServerError, WebhookServer, WebhookServerConfig, WebhookStats};
+pub use server::{
+    ServerError, WebhookServer, WebhookServerConfig, WebhookStats, WebhookStatsSnapshot,
+};
 pub use tls::{TlsError, TlsIdentity};

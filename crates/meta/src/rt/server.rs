@@ -105,6 +105,43 @@ impl WebhookStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// All counters at once, for metrics and the admin API.
+    pub fn snapshot(&self) -> WebhookStatsSnapshot {
+        let g = Self::get;
+        WebhookStatsSnapshot {
+            handshakes_ok: g(&self.handshakes_ok),
+            handshakes_refused: g(&self.handshakes_refused),
+            posts_accepted: g(&self.posts_accepted),
+            bad_signature: g(&self.bad_signature),
+            too_large: g(&self.too_large),
+            queue_full: g(&self.queue_full),
+            malformed: g(&self.malformed),
+            notes: g(&self.notes),
+            fresh: g(&self.fresh),
+            duplicates: g(&self.duplicates),
+            already_ended: g(&self.already_ended),
+            stale: g(&self.stale),
+        }
+    }
+}
+
+/// A copy of [`WebhookStats`]; field meanings are the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct WebhookStatsSnapshot {
+    pub handshakes_ok: u64,
+    pub handshakes_refused: u64,
+    pub posts_accepted: u64,
+    pub bad_signature: u64,
+    pub too_large: u64,
+    pub queue_full: u64,
+    pub malformed: u64,
+    pub notes: u64,
+    pub fresh: u64,
+    pub duplicates: u64,
+    pub already_ended: u64,
+    pub stale: u64,
 }
 
 /// Why the server could not start.
