@@ -77,6 +77,8 @@ mod ids;
 pub mod peer;
 pub mod scenario;
 pub mod sdp;
+#[cfg(feature = "webrtc-phone")]
+pub mod webrtc_peer;
 
 pub use driver::{
     Batching, DeliveryOutcome, FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule,
@@ -85,3 +87,5 @@ pub use driver::{
 };
 pub use error::{GraphError, SimError};
 pub use ids::{IdError, PhoneNumberId, WaCallId, WaId, WabaId, Wamid};
+#[cfg(feature = "webrtc-phone")]
+pub use webrtc_peer::{PhoneProbe, PhoneRegistry, WebRtcPeer, WebRtcPeerFactory};

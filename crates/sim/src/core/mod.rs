@@ -316,6 +316,7 @@ pub struct MetaCore {
     timers: Timers,
     events: VecDeque<CoreEvent>,
     sip_password: String,
+    graph_count: u64,
 }
 
 struct Number {
@@ -438,6 +439,7 @@ impl MetaCore {
             timers: Timers::default(),
             events: VecDeque::new(),
             sip_password,
+            graph_count: 0,
         }
     }
 
@@ -871,6 +873,12 @@ impl MetaCore {
     ) -> GraphResponse {
         let mut action = None;
         let result = self.graph_inner(req, &mut action, now, wall);
+        // Lookups create pair entries; sweep the ones holding no state now and then so
+        // requests about arbitrary users cannot grow memory without bound.
+        self.graph_count = self.graph_count.wrapping_add(1);
+        if self.graph_count.is_multiple_of(1024) {
+            self.sweep_pairs(wall);
+        }
         match result {
             Ok(body) => GraphResponse {
                 status: 200,
@@ -1988,6 +1996,26 @@ impl MetaCore {
                 m.insert("cta_payload".into(), json!(p));
             }
         }
+    }
+
+    /// Drops pairs equivalent to a fresh one (no permission, no counters, no call).
+    fn sweep_pairs(&mut self, wall: SystemTime) {
+        let keep_requests = WEEK;
+        self.pairs.retain(|_, p| {
+            prune(&mut p.requests, wall, keep_requests);
+            prune(&mut p.connected_bic, wall, DAY);
+            effective(p.permission, wall) != Permission::None
+                || !p.requests.is_empty()
+                || !p.connected_bic.is_empty()
+                || p.consecutive_missed != 0
+                || p.pending_request.is_some()
+                || p.active_call.is_some()
+        });
+    }
+
+    /// Number of business–user pairs holding state (for bounded-memory tests).
+    pub fn pair_count(&self) -> usize {
+        self.pairs.len()
     }
 
     fn pair(&mut self, pnid: &PhoneNumberId, user: &WaId) -> &mut Pair {

@@ -1263,3 +1263,21 @@ fn graph_handler_never_panics_on_garbage() {
         );
     }
 }
+
+#[test]
+fn pairs_without_state_are_swept_so_lookups_stay_bounded() {
+    let mut h = Harness::new();
+    permit(&mut h, PermissionGrant::Permanent);
+    for i in 0..5_000u32 {
+        h.get(&format!(
+            "/v23.0/{PNID}/call_permissions?user_wa_id=49170{i:08}"
+        ));
+    }
+    assert!(h.core.pair_count() < 1_100, "{}", h.core.pair_count());
+    assert_eq!(
+        h.core
+            .permission(&Harness::pnid(), &Harness::user(), h.wall),
+        PermissionStatus::Permanent,
+        "pairs with state are kept"
+    );
+}

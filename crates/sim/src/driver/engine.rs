@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::core::{
     CoreEvent, GraphRequest, GraphResponse, MetaCore, PermissionGrant, PermissionReply,
@@ -166,6 +166,7 @@ impl Engine {
         let (now, wall) = self.clock.now();
         match self.core.user_calls(call, offer, now, wall) {
             Ok(id) => {
+                info!(wa_call_id = %id, dir = "user", "user call offered");
                 self.peers.insert(
                     id.clone(),
                     PeerEntry {
@@ -243,7 +244,21 @@ impl Engine {
                         let _ = tokio::time::timeout(PEER_TIMEOUT, e.peer.stop()).await;
                     }
                 }
-                CoreEvent::CallChanged(info) => self.recorder.update_call(info),
+                CoreEvent::CallChanged(info) => {
+                    if let Some(end) = &info.end {
+                        info!(
+                            wa_call_id = %info.id,
+                            dir = ?info.direction,
+                            reason = ?end.reason,
+                            status = ?end.status,
+                            duration_s = end.duration_s,
+                            "call ended"
+                        );
+                    } else {
+                        debug!(wa_call_id = %info.id, state = ?info.state, "call state");
+                    }
+                    self.recorder.update_call(info);
+                }
                 CoreEvent::Nudge {
                     phone_number_id,
                     user,
