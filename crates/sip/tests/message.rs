@@ -293,3 +293,44 @@ fn extension_methods_and_case_sensitivity() {
     );
     assert!(Method::parse("IN VITE").is_err());
 }
+
+#[test]
+fn max_forwards_must_be_digits_up_to_255() {
+    for (v, ok) in [
+        ("70", true),
+        ("0068", true),
+        ("0", true),
+        ("255", true),
+        ("256", false),
+        ("+5", false),
+        ("-1", false),
+        ("7 0", false),
+    ] {
+        let raw = IPV6.replace("Max-Forwards: 70", &format!("Max-Forwards: {v}"));
+        assert_eq!(parse(&raw).is_ok(), ok, "Max-Forwards: {v}");
+    }
+}
+
+#[test]
+fn dialog_creating_responses_copy_record_route_unchanged() {
+    let mut r = req(COMPACT);
+    r.headers.push(
+        "Record-Route",
+        "<sip:P1.example.com;lr;ftag=x>, <sip:p2.example.com;lr>",
+    );
+    let ok = r.response(StatusCode::OK, Some(&Tag::new("t")));
+    assert_eq!(
+        ok.headers.get("Record-Route"),
+        Some("<sip:P1.example.com;lr;ftag=x>, <sip:p2.example.com;lr>")
+    );
+    assert!(
+        !r.response(StatusCode::TRYING, None)
+            .headers
+            .contains("Record-Route")
+    );
+    assert!(
+        !r.response(StatusCode::BUSY_HERE, None)
+            .headers
+            .contains("Record-Route")
+    );
+}

@@ -10,11 +10,22 @@ use super::{Method, Request, Response, StatusCode};
 impl Request {
     /// A response to this request (RFC 3261 §8.2.6.2): copies every Via, From, To,
     /// Call-ID and CSeq; adds `to_tag` to To unless To already has a tag. The reason
-    /// phrase is the default one for `status`.
+    /// phrase is the default one for `status`. A response that can establish a dialog
+    /// (101-299 to INVITE or SUBSCRIBE) also gets the Record-Route values, unchanged
+    /// (§12.1.1); a 100 gets the Timestamp (§8.2.6.1).
     pub fn response(&self, status: StatusCode, to_tag: Option<&Tag>) -> Response {
         let mut resp = Response::new(status);
+        let code = status.as_u16();
+        let copy_rr =
+            (101..300).contains(&code) && matches!(self.method, Method::Invite | Method::Subscribe);
         for h in self.headers.iter() {
-            if h.name.is("Via") || h.name.is("From") || h.name.is("Call-ID") || h.name.is("CSeq") {
+            if h.name.is("Via")
+                || h.name.is("From")
+                || h.name.is("Call-ID")
+                || h.name.is("CSeq")
+                || (copy_rr && h.name.is("Record-Route"))
+                || (code == 100 && h.name.is("Timestamp"))
+            {
                 resp.headers.push(h.name.clone(), h.value.clone());
             } else if h.name.is("To") {
                 resp.headers

@@ -616,6 +616,9 @@ impl Headers {
     /// Max-Forwards (0..=255).
     pub fn max_forwards(&self) -> Option<u8> {
         self.get("Max-Forwards").and_then(|v| {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
             let v = v.trim_start_matches('0');
             if v.is_empty() {
                 Some(0)

@@ -240,6 +240,54 @@ impl SipUri {
     pub fn is_loose_router(&self) -> bool {
         self.params.contains("lr")
     }
+
+    /// URI equivalence per RFC 3261 §19.1.4: user and password compared
+    /// case-sensitively after unescaping, host case-insensitively, an absent port is
+    /// not equal to an explicit 5060, `user`/`ttl`/`method`/`maddr`/`transport` must
+    /// match when either side has them, other parameters only when both have them,
+    /// and URI headers must match.
+    pub fn equivalent(&self, other: &SipUri) -> bool {
+        let host_eq = match (&self.host, &other.host) {
+            (Host::Domain(a), Host::Domain(b)) => a
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(b.trim_end_matches('.')),
+            (a, b) => a == b,
+        };
+        if self.secure != other.secure
+            || self.user_unescaped() != other.user_unescaped()
+            || self.password.as_deref().map(percent_decode)
+                != other.password.as_deref().map(percent_decode)
+            || !host_eq
+            || self.port != other.port
+        {
+            return false;
+        }
+        let norm = |v: Option<&str>| v.map(|v| percent_decode(v).to_ascii_lowercase());
+        for name in ["user", "ttl", "method", "maddr", "transport"] {
+            if norm(self.params.value(name)) != norm(other.params.value(name))
+                || self.params.contains(name) != other.params.contains(name)
+            {
+                return false;
+            }
+        }
+        for p in self.params.iter() {
+            if let Some(q) = other.params.get(&p.name)
+                && norm(p.value.as_deref()) != norm(q.value.as_deref())
+            {
+                return false;
+            }
+        }
+        let hdrs = |u: &SipUri| {
+            let mut v: Vec<(String, String)> = u
+                .headers
+                .iter()
+                .map(|(n, v)| (percent_decode(n).to_ascii_lowercase(), percent_decode(v)))
+                .collect();
+            v.sort();
+            v
+        };
+        hdrs(self) == hdrs(other)
+    }
 }
 
 impl fmt::Display for SipUri {
@@ -621,6 +669,65 @@ pub(crate) fn gen_value(c: &mut Cursor<'_>) -> Result<String, ()> {
             } else {
                 Ok(v.to_owned())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri {
+        match Uri::parse(s) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    /// The equivalent and non-equivalent pairs of RFC 3261 §19.1.4.
+    #[test]
+    fn rfc3261_19_1_4_uri_comparison_examples() {
+        for (a, b) in [
+            (
+                "sip:%61lice@atlanta.com;transport=TCP",
+                "sip:alice@AtLanTa.CoM;Transport=tcp",
+            ),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+            (
+                "sip:carol@chicago.com;newparam=5",
+                "sip:carol@chicago.com;security=on",
+            ),
+            (
+                "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+                "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+            ),
+            (
+                "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+                "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+            ),
+        ] {
+            assert!(sip(a).equivalent(&sip(b)), "{a} == {b}");
+            assert!(sip(b).equivalent(&sip(a)), "{b} == {a}");
+        }
+        for (a, b) in [
+            (
+                "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+                "sip:alice@AtLanTa.CoM;Transport=UDP",
+            ),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            (
+                "sip:bob@biloxi.com",
+                "sip:bob@biloxi.com:6000;transport=tcp",
+            ),
+            (
+                "sip:carol@chicago.com",
+                "sip:carol@chicago.com?Subject=next%20meeting",
+            ),
+            ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+        ] {
+            assert!(!sip(a).equivalent(&sip(b)), "{a} != {b}");
         }
     }
 }
