@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, trace, warn};
+use tracing::{Span, debug, info, trace, warn};
 
 use super::{SdpSummary, WaLeg, WaLegConfig, WaLegError, WaLegEvent};
 use crate::RtpPacket;
@@ -89,11 +89,13 @@ pub struct WaCallHandle {
 enum Cmd {
     Answer {
         offer: String,
+        span: Span,
         remotes: Vec<SocketAddr>,
         events: mpsc::Sender<WaCallEvent>,
         reply: oneshot::Sender<Result<(u64, String, String), WaLegError>>,
     },
     Offer {
+        span: Span,
         events: mpsc::Sender<WaCallEvent>,
         reply: oneshot::Sender<Result<(u64, String, String), WaLegError>>,
     },
@@ -176,6 +178,9 @@ impl WebRtcEndpoint {
     }
 
     /// Answers Meta's offer (user-initiated call). Returns the call handle and our SDP answer.
+    ///
+    /// The worker enters the caller's current span (STYLE.md §6: `call{wa_call_id, ..}`)
+    /// whenever it works for this call, so `.instrument(call_span)` the calling future.
     pub async fn answer(&self, offer: String) -> Result<(WaCallHandle, String), WaLegError> {
         let remotes = SdpSummary::parse(&offer).candidates;
         let worker = self.place(&remotes);
@@ -185,6 +190,7 @@ impl WebRtcEndpoint {
             .cmd
             .send(Cmd::Answer {
                 offer,
+                span: Span::current(),
                 remotes,
                 events: events_tx,
                 reply,
@@ -204,7 +210,8 @@ impl WebRtcEndpoint {
     }
 
     /// Creates our offer for a business-initiated call; apply Meta's answer with
-    /// [`WaCallHandle::accept_answer`].
+    /// [`WaCallHandle::accept_answer`]. The current span becomes the call's span, as for
+    /// [`WebRtcEndpoint::answer`].
     pub async fn offer(&self) -> Result<(WaCallHandle, String), WaLegError> {
         let worker = self.place(&[]);
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
@@ -212,6 +219,7 @@ impl WebRtcEndpoint {
         worker
             .cmd
             .send(Cmd::Offer {
+                span: Span::current(),
                 events: events_tx,
                 reply,
             })
@@ -331,6 +339,8 @@ impl SystemClock {
 
 struct Call {
     leg: WaLeg,
+    /// The call's span (`Span::current()` when the call was created), entered for its work.
+    span: Span,
     events: mpsc::Sender<WaCallEvent>,
     timeout: Option<Instant>,
     addrs: Vec<SocketAddr>,
@@ -397,13 +407,16 @@ impl WorkerTask {
         match cmd {
             Cmd::Answer {
                 offer,
+                span,
                 remotes,
                 events,
                 reply,
             } => {
+                let guard = span.clone();
+                let _g = guard.enter();
                 let result = WaLeg::answer(&self.leg_config, &offer, now).map(|(leg, sdp)| {
                     let ufrag = leg.local_ufrag().to_owned();
-                    let key = self.insert(leg, events, remotes, now);
+                    let key = self.insert(leg, span, events, remotes, now);
                     (key, ufrag, sdp)
                 });
                 if let Err(e) = &result {
@@ -411,16 +424,27 @@ impl WorkerTask {
                 }
                 let _ = reply.send(result);
             }
-            Cmd::Offer { events, reply } => {
+            Cmd::Offer {
+                span,
+                events,
+                reply,
+            } => {
+                let guard = span.clone();
+                let _g = guard.enter();
                 let result = WaLeg::offer(&self.leg_config, now).map(|(leg, sdp)| {
                     let ufrag = leg.local_ufrag().to_owned();
-                    let key = self.insert(leg, events, Vec::new(), now);
+                    let key = self.insert(leg, span, events, Vec::new(), now);
                     (key, ufrag, sdp)
                 });
                 let _ = reply.send(result);
             }
             Cmd::AcceptAnswer { key, answer, reply } => {
                 let remotes = SdpSummary::parse(&answer).candidates;
+                let span = self
+                    .calls
+                    .get(&key)
+                    .map_or_else(Span::none, |c| c.span.clone());
+                let _g = span.enter();
                 let result = match self.calls.get_mut(&key) {
                     Some(call) => call.leg.accept_answer(&answer, now),
                     None => Err(WaLegError::Closed),
@@ -448,6 +472,8 @@ impl WorkerTask {
             }
             Cmd::HangUp { key } => {
                 if let Some(call) = self.calls.get_mut(&key) {
+                    let span = call.span.clone();
+                    let _g = span.enter();
                     call.leg.hang_up(now);
                     self.flush(key, now);
                 }
@@ -458,6 +484,7 @@ impl WorkerTask {
     fn insert(
         &mut self,
         leg: WaLeg,
+        span: Span,
         events: mpsc::Sender<WaCallEvent>,
         remotes: Vec<SocketAddr>,
         now: Instant,
@@ -474,6 +501,7 @@ impl WorkerTask {
             key,
             Call {
                 leg,
+                span,
                 events,
                 timeout: None,
                 addrs: remotes,
@@ -500,6 +528,8 @@ impl WorkerTask {
             }
         }
         if let Some(call) = self.calls.get_mut(&key) {
+            let span = call.span.clone();
+            let _g = span.enter();
             call.leg.handle_datagram(now, source, self.advertised, data);
             self.flush(key, now);
         }
@@ -522,6 +552,8 @@ impl WorkerTask {
                 continue; // stale entry
             }
             call.timeout = None;
+            let span = call.span.clone();
+            let _g = span.enter();
             call.leg.handle_timeout(now);
             self.flush(key, now);
         }
