@@ -126,3 +126,58 @@ proptest! {
         prop_assert_eq!(E164::parse(e.as_str()).unwrap().to_wa_id(), wa);
     }
 }
+
+#[allow(clippy::disallowed_methods)] // base of hand-set time
+fn base() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// One delivery: (call index, 0 connect / 1 terminate / 2 RINGING, timestamp offset).
+fn deliveries() -> impl Strategy<Value = Vec<(usize, u8, u64)>> {
+    prop::collection::vec((0usize..4, 0u8..3, 0u64..3), 0..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Whatever the order and duplication of deliveries: at most one connect per call is
+    /// fresh, no connect or status is fresh after that call's terminate was, and every
+    /// (event, call, timestamp) is fresh at most once.
+    #[test]
+    fn guard_invariants_under_reordering_and_duplication(seq in deliveries()) {
+        use std::collections::HashSet;
+        use std::time::{Duration, UNIX_EPOCH};
+        use whatsip_meta::{CallEventGuard, GuardConfig, Verdict};
+        let mut guard = CallEventGuard::new(GuardConfig::default());
+        let now = base();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000);
+        let (mut connected, mut ended, mut fresh_keys) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for (i, (call, kind, dt)) in seq.into_iter().enumerate() {
+            let id = format!("wacid.P{call}");
+            let ts = 990 + dt;
+            let item = match kind {
+                0 => json!({"id": id, "from": "111111", "to": "222222", "event": "connect", "timestamp": ts.to_string(),
+                            "session": {"sdp_type": "offer", "sdp": "v=0\r\n"}}),
+                1 => json!({"id": id, "event": "terminate", "timestamp": ts.to_string()}),
+                _ => json!(null),
+            };
+            let events = if kind == 2 {
+                parse(&envelope("calls", json!({"statuses": [{"id": id, "timestamp": ts.to_string(), "status": "RINGING"}]})))
+            } else {
+                parse(&envelope("calls", json!({"calls": [item]})))
+            };
+            let verdict = guard.handle_event(&events[0], now + Duration::from_millis(i as u64), wall);
+            if verdict == Verdict::Fresh {
+                prop_assert!(fresh_keys.insert((kind, call, ts)), "fresh twice");
+                match kind {
+                    0 => {
+                        prop_assert!(!ended.contains(&call), "connect after terminate");
+                        prop_assert!(connected.insert(call), "second connect");
+                    }
+                    1 => prop_assert!(ended.insert(call), "second terminate"),
+                    _ => prop_assert!(!ended.contains(&call), "status after terminate"),
+                }
+            }
+        }
+    }
+}
