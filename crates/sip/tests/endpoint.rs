@@ -515,3 +515,57 @@ async fn core_dialog_drives_ack_and_bye_through_the_endpoint() {
     let s = stats.lock().unwrap().clone();
     assert_eq!((s.acks, s.byes), (1, 1), "{s:?}");
 }
+
+/// Under tokio's paused clock the whole schedule runs in virtual time: no sleeps.
+#[tokio::test(start_paused = true)]
+async fn udp_retransmission_schedules_timer_e_f_and_a_b_on_virtual_clock() {
+    use whatsip_sip::endpoint::SystemClock;
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    dead.set_nonblocking(true).unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let (client, _ev) = endpoint(|_| {}).await; // T1 500 ms, T2 4 s
+    let target = Target::new(TransportKind::Udp, dead_addr);
+    let local = client.local_addr(TransportKind::Udp, dead_addr).unwrap();
+    let count = |dead: &std::net::UdpSocket| {
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while dead.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    };
+
+    // Non-INVITE: E at 0.5, 1.5, 3.5, then every T2 (7.5 … 31.5); F at 64·T1 = 32 s.
+    let t0 = SystemClock.now();
+    let mut h = client
+        .send_request(options(local, None), target.clone())
+        .await
+        .unwrap();
+    assert!(matches!(h.recv().await, Some(ClientEvent::Timeout)));
+    let elapsed = SystemClock.now() - t0;
+    assert!(
+        elapsed >= Duration::from_secs(32) && elapsed < Duration::from_millis(32_100),
+        "timer F at 32 s, got {elapsed:?}"
+    );
+    // Let the sockets drain in real time.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(count(&dead), 11, "sends at 0, .5, 1.5, 3.5, 7.5 … 31.5");
+
+    // INVITE: A doubles without cap (0, .5, 1.5, 3.5, 7.5, 15.5, 31.5); B at 32 s.
+    let t0 = SystemClock.now();
+    let mut h = client
+        .send_request(
+            invite(local, TransportKind::Udp, "sip:x@127.0.0.1", 60),
+            target,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(h.recv().await, Some(ClientEvent::Timeout)));
+    let elapsed = SystemClock.now() - t0;
+    assert!(
+        elapsed >= Duration::from_secs(32) && elapsed < Duration::from_millis(32_100),
+        "timer B at 32 s, got {elapsed:?}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(count(&dead), 7);
+}

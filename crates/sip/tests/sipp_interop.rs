@@ -120,8 +120,11 @@ async fn sipp_busy(kind: TransportKind) {
     assert_eq!(stats.lock().unwrap().busy, 2);
     // SIPp's ACK matched the INVITE transaction (same branch): over UDP, Timer G would
     // otherwise resend the 486 at 0.5 s and 1.5 s. We sent exactly 100 + 486 per call.
+    // Unmatched, the 486 would go out 3 times per call by 1.8 s (8 in all); allow one
+    // resend in case the loaded machine delays an ACK past 500 ms.
     tokio::time::sleep(Duration::from_millis(1800)).await;
-    assert_eq!(ep.transport().stats().messages_sent, 4);
+    let sent = ep.transport().stats().messages_sent;
+    assert!((4..=5).contains(&sent), "100 + 486 per call, sent {sent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +366,7 @@ async fn our_uac_udp_calls_lossy_sipp_uas_through_retransmissions() {
     if sipp().is_none() {
         return;
     }
-    let calls = 6;
+    let calls = 8;
     // Hold 800 ms so that a lost ACK is noticed (SIPp resends its 200 after 500 ms) and
     // re-sent from the endpoint's ACK cache before the BYE.
     let ep = our_uac_calls_sipp(
@@ -374,7 +377,8 @@ async fn our_uac_udp_calls_lossy_sipp_uas_through_retransmissions() {
     )
     .await;
     // Per call without loss we send INVITE, ACK, BYE. SIPp ignores 30 % of our INVITEs,
-    // ACKs and BYEs, so Timer A/E retransmissions and re-sent ACKs must appear.
+    // ACKs and BYEs, so Timer A/E retransmissions and re-sent ACKs must appear (the
+    // chance that none of the 24 is dropped is 0.7^24, about 2e-4).
     let sent = ep.transport().stats().messages_sent;
     assert!(sent > 3 * calls, "expected retransmissions, sent {sent}");
 }
