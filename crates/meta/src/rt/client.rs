@@ -135,9 +135,7 @@ impl GraphClient {
                 Err(err) => err,
             };
             if attempt >= attempts || !err.is_retry_safe(req.idempotent) {
-                if attempt > 1 || !err.is_retry_safe(req.idempotent) {
-                    debug!(request = req.name, attempt, error = %err, "graph request failed");
-                }
+                debug!(request = req.name, attempt, error = %err, "graph request failed");
                 return Err(err);
             }
             warn!(request = req.name, attempt, error = %err, backoff_ms = backoff.as_millis() as u64, "graph request failed; retrying");
