@@ -22,6 +22,35 @@
 //!   (re-sending the ACK for a retransmitted 2xx);
 //! - on [`Endpoint::shutdown`], stops taking new requests (503) and lets transactions in
 //!   flight finish, bounded by [`EndpointConfig::shutdown_grace`].
+//!
+//! Dialog state (CSeq, route set, remote target) lives in [`crate::Dialog`] cores owned by
+//! the caller's call task; build in-dialog requests with `Dialog::create_request(method,
+//! &endpoint.via_for(&target)?)` and send them with [`Endpoint::send_request`]. The
+//! endpoint resends a 2xx to INVITE until its ACK itself, so a UAS does not also need
+//! `Dialog::start_2xx_retransmission`.
+//!
+//! ```no_run
+//! use whatsip_sip::StatusCode;
+//! use whatsip_sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent};
+//! use whatsip_sip::transport::{ListenAddr, TransportKind};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = EndpointConfig::default();
+//! config.transport.listen.push(ListenAddr {
+//!     kind: TransportKind::Udp,
+//!     addr: "127.0.0.1:5060".parse()?,
+//! });
+//! let (endpoint, mut events) = Endpoint::start(config).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let EndpointEvent::Request(incoming) = event {
+//!         // 100 Trying already went out for an INVITE; refuse everything else politely.
+//!         let busy = incoming.request.response(StatusCode::BUSY_HERE, None);
+//!         endpoint.respond(incoming.id, busy).await?;
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 mod driver;
