@@ -50,6 +50,7 @@ mod relay;
 pub mod rtcp;
 mod rtp;
 pub mod sdp;
+pub mod srtp;
 mod stats;
 pub mod tone;
 pub mod webrtc;

@@ -23,6 +23,7 @@
 //! (§6.4) never fire. A leg silent for `media_timeout` raises [`RelayEvent::MediaTimeout`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -121,6 +122,9 @@ pub struct RelayConfig {
     pub opus: OpusEncoderConfig,
     /// Detect DTMF sent by the PBX as audio tones (transcoding only).
     pub inband_dtmf_detection: bool,
+    /// 8 kHz mono PCM looped toward WhatsApp while the PBX holds the call without sending
+    /// (`recvonly`/`inactive`); silence when `None`.
+    pub hold_sound: Option<Arc<[i16]>>,
 }
 
 impl Default for RelayConfig {
@@ -142,6 +146,7 @@ impl Default for RelayConfig {
             jitter: JitterConfig::default(),
             opus: OpusEncoderConfig::default(),
             inband_dtmf_detection: false,
+            hold_sound: None,
         }
     }
 }
@@ -201,6 +206,7 @@ pub struct MediaRelay {
     pbx_to_wa_dtmf: DtmfForwarder,
     transcoder: Option<Transcoder>,
     silence_opus: Bytes,
+    hold: Option<HoldPlayer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<RelayEvent>,
     scratch: Vec<u8>,
@@ -217,6 +223,13 @@ struct Transcoder {
     pbx_last_frame: Vec<i16>,
     pbx_concealed_run: u32,
     inband: Option<DtmfDetector>,
+}
+
+#[derive(Debug)]
+struct HoldPlayer {
+    pcm: Arc<[i16]>,
+    pos: usize,
+    encoder: OpusEncoder,
 }
 
 #[derive(Debug)]
@@ -278,6 +291,14 @@ impl MediaRelay {
         let mut silence = Vec::new();
         let mut enc = OpusEncoder::new(8000, &OpusEncoderConfig::default())?;
         enc.encode(&vec![0; 8 * ptime_ms as usize], &mut silence)?;
+        let hold = match config.hold_sound.clone().filter(|p| !p.is_empty()) {
+            Some(pcm) => Some(HoldPlayer {
+                pcm,
+                pos: 0,
+                encoder: OpusEncoder::new(8000, &config.opus)?,
+            }),
+            None => None,
+        };
         let pbx_dtmf_clock = config.pbx_dtmf.map_or(8000, |t| t.clock_rate_hz);
         let wa_dtmf_clock = config.wa_dtmf.clock_rate_hz;
         let wa_ts_per_frame = 48 * ptime_ms;
@@ -296,6 +317,7 @@ impl MediaRelay {
             pbx_to_wa_dtmf: DtmfForwarder::new(pbx_dtmf_clock, wa_dtmf_clock),
             transcoder,
             silence_opus: Bytes::from(silence),
+            hold,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
@@ -619,6 +641,21 @@ impl MediaRelay {
             self.wa_out.skip_frame();
             return;
         }
+        let payload = match self.hold.as_mut() {
+            Some(h) if !self.pbx_direction.sends() => {
+                let samples = (self.config.ptime.as_millis() * 8) as usize;
+                let frame: Vec<i16> = (0..samples)
+                    .map(|i| h.pcm[(h.pos + i) % h.pcm.len()])
+                    .collect();
+                h.pos = (h.pos + samples) % h.pcm.len();
+                self.scratch.clear();
+                match h.encoder.encode(&frame, &mut self.scratch) {
+                    Ok(()) => Some(Bytes::copy_from_slice(&self.scratch)),
+                    Err(_) => Some(self.silence_opus.clone()),
+                }
+            }
+            _ => payload,
+        };
         let pt = self.config.wa_opus_pt;
         match payload {
             Some(p) => {

@@ -198,4 +198,15 @@ mod tests {
         assert!(is_rtcp(&rtcp));
         assert_eq!(RtpPacket::parse(&rtcp), Err(RtpError::Rtcp(72)));
     }
+
+    proptest::proptest! {
+        /// Any datagram parses or fails cleanly, and whatever parses re-serialises to a
+        /// packet that parses back to the same fields.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            if let Ok(p) = RtpPacket::parse(&data) {
+                proptest::prop_assert_eq!(RtpPacket::parse(&p.to_vec()), Ok(p));
+            }
+        }
+    }
 }

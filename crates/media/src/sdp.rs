@@ -5,10 +5,11 @@
 //! among those offered (one codec per direction keeps the relay and the PBX symmetric) and
 //! the matching telephone-event. The PBX's direction attribute (hold) is returned to the
 //! caller for [`crate::MediaRelay::set_pbx_direction`]; it never reaches the WhatsApp leg.
-//! rtcp-mux (RFC 5761) is accepted when offered and offered when configured. `RTP/SAVP`
-//! offers (SDES-SRTP, RFC 4568) are refused with [`SdpError::SrtpUnsupported`]: SRTP toward
-//! the PBX is not implemented yet, and a refusal the gateway turns into 488 is better than
-//! a call with one-way garbage.
+//! rtcp-mux (RFC 5761) is accepted when offered and offered when configured. SDES-SRTP
+//! (RFC 4568, `RTP/SAVP` + `a=crypto`, suite `AES_CM_128_HMAC_SHA1_80` only) is offered when
+//! [`LocalMedia::crypto`] holds our key and accepted when an offer carries it; an `RTP/SAVP`
+//! offer without a usable crypto line, or while we have no key, is refused with
+//! [`SdpError::SrtpUnsupported`] (the gateway answers 488).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,6 +18,7 @@ use std::ops::RangeInclusive;
 use crate::codec::{Codec, MediaError};
 use crate::dtmf::TelephoneEvent;
 use crate::relay::Direction;
+use crate::srtp::{SUITE, SdesKey};
 
 /// What we put into offers and answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub struct LocalMedia {
     pub session_version: u64,
     /// Our direction (`sendrecv` normally).
     pub direction: Direction,
+    /// Our SDES master key: offers use `RTP/SAVP` with it; answers use it when the offer
+    /// is `RTP/SAVP` (its tag is replaced by the offer's).
+    pub crypto: Option<SdesKey>,
 }
 
 /// What was agreed for the PBX leg.
@@ -83,6 +88,8 @@ pub struct NegotiatedMedia {
     pub pbx_direction: Direction,
     /// The PBX's `a=ptime`, if any (we send 20 ms regardless; Opus has no 30 ms frame).
     pub pbx_ptime_ms: Option<u32>,
+    /// The PBX's SDES key when the session is SRTP.
+    pub remote_crypto: Option<SdesKey>,
 }
 
 /// Why an SDP could not be used.
@@ -136,13 +143,30 @@ pub fn build_offer(local: &LocalMedia, config: &PbxSdpConfig) -> String {
         "telephone-event/8000".into(),
         Some("0-16".into()),
     ));
-    render(local, &formats, config.ptime_ms, config.offer_rtcp_mux)
+    render(
+        local,
+        &formats,
+        config.ptime_ms,
+        config.offer_rtcp_mux,
+        local.crypto.as_ref(),
+    )
 }
 
 /// Parses the PBX's answer to [`build_offer`].
-pub fn parse_answer(answer: &str, config: &PbxSdpConfig) -> Result<NegotiatedMedia, SdpError> {
+/// `offered_srtp` says whether our offer was `RTP/SAVP`; the answer must match it.
+pub fn parse_answer(
+    answer: &str,
+    config: &PbxSdpConfig,
+    offered_srtp: bool,
+) -> Result<NegotiatedMedia, SdpError> {
     let m = MediaDesc::parse(answer)?;
-    m.check_usable()?;
+    m.check_usable(offered_srtp)?;
+    if m.is_srtp() != offered_srtp {
+        return Err(SdpError::SrtpUnsupported(format!(
+            "answer proto {} to an offer with srtp={offered_srtp}",
+            cut(&m.proto)
+        )));
+    }
     // The answer lists what the PBX accepts; take the first we know (RFC 3264 §6.1: the
     // answerer's order is its preference).
     let (codec, pt) = m
@@ -150,7 +174,7 @@ pub fn parse_answer(answer: &str, config: &PbxSdpConfig) -> Result<NegotiatedMed
         .iter()
         .find_map(|&pt| m.codec_of(pt, config).map(|c| (c, pt)))
         .ok_or_else(|| SdpError::NoCommonCodec(cut(&m.format_list())))?;
-    Ok(m.negotiated(codec, pt))
+    m.negotiated(codec, pt)
 }
 
 /// Answers a PBX's offer: returns our answer and what was agreed.
@@ -160,7 +184,7 @@ pub fn answer_offer(
     config: &PbxSdpConfig,
 ) -> Result<(String, NegotiatedMedia), SdpError> {
     let m = MediaDesc::parse(offer)?;
-    m.check_usable()?;
+    m.check_usable(local.crypto.is_some())?;
     let (codec, pt) = config
         .codecs
         .iter()
@@ -171,7 +195,7 @@ pub fn answer_offer(
                 .map(|&pt| (want, pt))
         })
         .ok_or_else(|| SdpError::NoCommonCodec(cut(&m.format_list())))?;
-    let negotiated = m.negotiated(codec, pt);
+    let negotiated = m.negotiated(codec, pt)?;
     let mut formats = vec![(
         pt,
         match codec {
@@ -191,7 +215,18 @@ pub fn answer_offer(
         direction: answer_direction(local.direction, negotiated.pbx_direction, m.hold_by_address),
         ..local.clone()
     };
-    let sdp = render(&local, &formats, config.ptime_ms, m.rtcp_mux);
+    // RFC 4568 §7.1.2: the answer's crypto line carries the accepted offer's tag
+    let crypto = match (&negotiated.remote_crypto, &local.crypto) {
+        (Some(theirs), Some(ours)) => Some(SdesKey::with_tag(ours, theirs.tag())),
+        _ => None,
+    };
+    let sdp = render(
+        &local,
+        &formats,
+        config.ptime_ms,
+        m.rtcp_mux,
+        crypto.as_ref(),
+    );
     Ok((sdp, negotiated))
 }
 
@@ -277,7 +312,7 @@ struct MediaDesc {
     direction: Direction,
     hold_by_address: bool,
     ptime_ms: Option<u32>,
-    has_crypto: bool,
+    cryptos: Vec<String>,
 }
 
 impl MediaDesc {
@@ -321,7 +356,7 @@ impl MediaDesc {
                         direction: Direction::SendRecv,
                         hold_by_address: false,
                         ptime_ms: None,
-                        has_crypto: false,
+                        cryptos: Vec::new(),
                     });
                 }
                 "c" => {
@@ -367,7 +402,7 @@ impl MediaDesc {
                         }
                         "rtcp-mux" => m.rtcp_mux = true,
                         "ptime" => m.ptime_ms = arg.trim().parse().ok(),
-                        "crypto" => m.has_crypto = true,
+                        "crypto" => m.cryptos.push(arg.to_string()),
                         _ => {}
                     }
                 }
@@ -384,15 +419,20 @@ impl MediaDesc {
         Ok(m)
     }
 
-    fn check_usable(&self) -> Result<(), SdpError> {
+    fn is_srtp(&self) -> bool {
+        self.proto == "RTP/SAVP"
+    }
+
+    fn check_usable(&self, have_key: bool) -> Result<(), SdpError> {
         if self.port == 0 {
             return Err(SdpError::Rejected);
         }
-        if self.proto.contains("SAVP") || self.has_crypto {
-            return Err(SdpError::SrtpUnsupported(cut(&self.proto)));
-        }
-        if !self.proto.starts_with("RTP/AVP") {
-            return Err(SdpError::NoAudio(cut(&self.proto)));
+        match self.proto.as_str() {
+            "RTP/AVP" => {}
+            "RTP/SAVP" if !have_key => return Err(SdpError::SrtpUnsupported(cut(&self.proto))),
+            "RTP/SAVP" => {}
+            // DTLS-SRTP, AVPF feedback profiles: not for a SIP trunk
+            other => return Err(SdpError::NoAudio(cut(other))),
         }
         if self.addr.is_none() {
             return Err(SdpError::NoConnection);
@@ -429,7 +469,19 @@ impl MediaDesc {
         })
     }
 
-    fn negotiated(&self, codec: Codec, pt: u8) -> NegotiatedMedia {
+    fn negotiated(&self, codec: Codec, pt: u8) -> Result<NegotiatedMedia, SdpError> {
+        let remote_crypto = if self.is_srtp() {
+            let key = self
+                .cryptos
+                .iter()
+                .find_map(|c| SdesKey::parse_attribute(c).ok())
+                .ok_or_else(|| {
+                    SdpError::SrtpUnsupported(format!("no usable {SUITE} crypto line"))
+                })?;
+            Some(key)
+        } else {
+            None
+        };
         // Same clock as the audio first (RFC 4733 §2.1 wants the audio's clock), else 8000.
         let dtmf = self
             .telephone_event(codec.clock_rate_hz())
@@ -452,7 +504,7 @@ impl MediaDesc {
         } else {
             self.direction
         };
-        NegotiatedMedia {
+        Ok(NegotiatedMedia {
             codec,
             pt,
             dtmf,
@@ -461,7 +513,8 @@ impl MediaDesc {
             rtcp_mux: self.rtcp_mux,
             pbx_direction,
             pbx_ptime_ms: self.ptime_ms,
-        }
+            remote_crypto,
+        })
     }
 
     fn format_list(&self) -> String {
@@ -497,6 +550,7 @@ fn render(
     formats: &[(u8, String, Option<String>)],
     ptime_ms: u32,
     rtcp_mux: bool,
+    crypto: Option<&SdesKey>,
 ) -> String {
     let ip = match local.addr {
         IpAddr::V4(_) => "IP4",
@@ -508,12 +562,17 @@ fn render(
     let _ = write!(
         s,
         "v=0\r\no=whatsip {} {} IN {ip} {}\r\ns=whatsip\r\nc=IN {ip} {}\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP {}\r\n",
+         m=audio {} {} {}\r\n",
         local.session_id,
         local.session_version,
         local.addr,
         local.addr,
         local.rtp_port,
+        if crypto.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        },
         pts.join(" ")
     );
     for (pt, map, fmtp) in formats {
@@ -534,6 +593,9 @@ fn render(
         );
     }
     let _ = write!(s, "a={}\r\n", local.direction.as_str());
+    if let Some(key) = crypto {
+        let _ = write!(s, "a=crypto:{}\r\n", key.to_attribute());
+    }
     s
 }
 
@@ -565,6 +627,7 @@ mod tests {
             session_id: 42,
             session_version: 1,
             direction: Direction::SendRecv,
+            crypto: None,
         }
     }
 
@@ -594,7 +657,7 @@ mod tests {
         let answer = "v=0\r\no=- 1 2 IN IP4 198.51.100.7\r\ns=-\r\nt=0 0\r\n\
             m=audio 17002 RTP/AVP 0 101\r\nc=IN IP4 198.51.100.8\r\n\
             a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
-        let n = parse_answer(answer, &PbxSdpConfig::default()).unwrap();
+        let n = parse_answer(answer, &PbxSdpConfig::default(), false).unwrap();
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.pt, 0);
         assert_eq!(
@@ -610,7 +673,7 @@ mod tests {
         // an Opus answer with 48 kHz events: pass-through with telephone-event/48000
         let opus = "v=0\r\nc=IN IP4 198.51.100.8\r\nm=audio 17002 RTP/AVP 111 110\r\n\
             a=rtpmap:111 opus/48000/2\r\na=rtpmap:110 telephone-event/48000\r\na=rtcp-mux\r\n";
-        let n = parse_answer(opus, &PbxSdpConfig::default()).unwrap();
+        let n = parse_answer(opus, &PbxSdpConfig::default(), false).unwrap();
         assert_eq!((n.codec, n.pt), (Codec::Opus, 111));
         assert_eq!(
             n.dtmf,
@@ -697,6 +760,41 @@ mod tests {
             answer_offer(&no_c, &local(), &cfg),
             Err(SdpError::NoConnection)
         );
+    }
+
+    /// Meta's SIP-mode SDES offer (§5.7) with our key: answered RTP/SAVP with our key under
+    /// the offer's tag, and their key returned for the SRTP context.
+    #[test]
+    fn sdes_offer_is_answered_with_our_key_and_the_offer_tag() {
+        let theirs = SdesKey::from_parts(7, [1; 16], [2; 14]);
+        let ours = SdesKey::from_parts(1, [3; 16], [4; 14]);
+        let offer = format!(
+            "v=0\r\nc=IN IP4 157.240.19.130\r\nm=audio 3480 RTP/SAVP 111 126\r\n\
+             a=rtcp-mux\r\na=crypto:{}\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=rtpmap:126 telephone-event/8000\r\n",
+            theirs.to_attribute()
+        );
+        let local = LocalMedia {
+            crypto: Some(ours.clone()),
+            ..local()
+        };
+        let (sdp, n) = answer_offer(&offer, &local, &PbxSdpConfig::default()).unwrap();
+        assert_eq!(n.remote_crypto, Some(theirs));
+        assert!(sdp.contains("m=audio 10000 RTP/SAVP 111 126\r\n"), "{sdp}");
+        let answered = SdesKey::with_tag(&ours, 7);
+        assert!(sdp.contains(&format!("a=crypto:{}\r\n", answered.to_attribute())));
+        assert!(sdp.contains("a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:"));
+        // our SDES offer, and the PBX's answer to it
+        let offer = build_offer(&local, &PbxSdpConfig::default());
+        assert!(offer.contains("RTP/SAVP") && offer.contains("a=crypto:1 "));
+        let answer = "v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 5000 RTP/SAVP 0\r\n\
+            a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n";
+        let n = parse_answer(answer, &PbxSdpConfig::default(), true).unwrap();
+        assert!(n.remote_crypto.is_some());
+        let plain = answer.replace("RTP/SAVP", "RTP/AVP");
+        assert!(parse_answer(&plain, &PbxSdpConfig::default(), true).is_err());
+        let no_line = "v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 5000 RTP/SAVP 0\r\n";
+        assert!(parse_answer(no_line, &PbxSdpConfig::default(), true).is_err());
     }
 
     #[test]

@@ -412,6 +412,36 @@ fn pbx_hold_stops_pbx_media_and_not_whatsapp() {
     );
 }
 
+#[test]
+fn hold_sound_plays_toward_whatsapp_while_the_pbx_holds() {
+    let mut cfg = config(Codec::Opus, 96);
+    let tone: Vec<i16> = ToneGenerator::sine(400.0, -10.0, 8000).next_frame(8000);
+    cfg.hold_sound = Some(tone.into());
+    let mut run = Run::new(cfg);
+    run.relay.open_wa_gate(run.now);
+    for _ in 0..10 {
+        run.tick();
+    }
+    run.relay.set_pbx_direction(Direction::RecvOnly, run.now);
+    for _ in 0..100 {
+        run.tick();
+    }
+    assert_continuous(&run.to_wa, 960);
+    let mut dec = OpusDecoder::new(48_000).unwrap();
+    let mut pcm = Vec::new();
+    for p in &run.to_wa[60..] {
+        dec.decode(&p.payload, &mut pcm).unwrap();
+    }
+    assert_tone(&pcm, 48_000, 400.0, "hold sound");
+    // before the hold: silence frames, not music
+    let mut dec = OpusDecoder::new(48_000).unwrap();
+    let mut pcm = Vec::new();
+    for p in &run.to_wa[..10] {
+        dec.decode(&p.payload, &mut pcm).unwrap();
+    }
+    assert!(level_dbfs(&pcm) < -60.0);
+}
+
 fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> RtpPacket {
     RtpPacket {
         pt,

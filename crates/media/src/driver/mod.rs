@@ -27,6 +27,7 @@ use crate::codec::MediaError;
 use crate::relay::{Direction, Leg, MediaRelay, RelayEvent};
 use crate::rtp::{RtpPacket, is_rtcp};
 use crate::sdp::PortAllocator;
+use crate::srtp::{SdesKey, SrtpContext};
 use crate::stats::MediaStats;
 
 /// The only place the media drivers read the clocks (STYLE.md §1).
@@ -66,6 +67,17 @@ pub struct PbxRtpConfig {
     pub rtcp_interval: Duration,
     /// SDES CNAME in our reports.
     pub cname: String,
+    /// SDES-SRTP keys when the PBX leg negotiated `RTP/SAVP`.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// The two SDES master keys of an SRTP PBX leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// Ours: protects what we send.
+    pub local: SdesKey,
+    /// The PBX's: unprotects what it sends.
+    pub remote: SdesKey,
 }
 
 impl PbxRtpConfig {
@@ -80,6 +92,7 @@ impl PbxRtpConfig {
             relatch_after: Duration::from_secs(2),
             rtcp_interval: Duration::from_secs(5),
             cname: "whatsip".into(),
+            srtp: None,
         }
     }
 }
@@ -249,6 +262,9 @@ async fn run(
     let mut rtcp_buf = vec![0u8; 2048];
     let mut out = Vec::with_capacity(1500);
     let mut next_rtcp = SystemClock::now() + config.rtcp_interval;
+    let mut srtp_tx = config.srtp.as_ref().map(|k| SrtpContext::new(&k.local));
+    let mut srtp_rx = config.srtp.as_ref().map(|k| SrtpContext::new(&k.remote));
+    let mut plain = Vec::with_capacity(2048);
     loop {
         let deadline = relay
             .poll_timeout()
@@ -277,8 +293,24 @@ async fn run(
                 let now = SystemClock::now();
                 match r {
                     Ok((n, src)) => {
-                        let data = &buf[..n];
-                        if is_rtcp(data) {
+                        plain.clear();
+                        plain.extend_from_slice(&buf[..n]);
+                        let rtcp = is_rtcp(&plain);
+                        if let Some(ctx) = srtp_rx.as_mut() {
+                            let r = if rtcp {
+                                ctx.unprotect_rtcp(&mut plain)
+                            } else {
+                                ctx.unprotect_rtp(&mut plain)
+                            };
+                            if let Err(e) = r {
+                                trace!(%src, error = %e, "dropping srtp packet");
+                                plain.clear();
+                            }
+                        }
+                        let data = &plain[..];
+                        if data.is_empty() {
+                            // failed SRTP authentication or replay: already logged
+                        } else if rtcp {
                             if config.rtcp_mux
                                 && rtcp_latch.observe(src, config.latch, config.relatch_after, now)
                             {
@@ -300,10 +332,13 @@ async fn run(
             }
             r = rtcp_recv => {
                 let now = SystemClock::now();
-                if let Ok((n, src)) = r
-                    && rtcp_latch.observe(src, config.latch, config.relatch_after, now)
-                {
-                    relay.handle_rtcp(Leg::Pbx, &rtcp_buf[..n], now, SystemClock::wall());
+                if let Ok((n, src)) = r {
+                    plain.clear();
+                    plain.extend_from_slice(&rtcp_buf[..n]);
+                    let ok = srtp_rx.as_mut().is_none_or(|c| c.unprotect_rtcp(&mut plain).is_ok());
+                    if ok && rtcp_latch.observe(src, config.latch, config.relatch_after, now) {
+                        relay.handle_rtcp(Leg::Pbx, &plain, now, SystemClock::wall());
+                    }
                 }
             }
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
@@ -313,7 +348,13 @@ async fn run(
                 }
                 if next_rtcp <= now {
                     next_rtcp = now + config.rtcp_interval;
-                    let report = relay.rtcp_report(Leg::Pbx, &config.cname, now, SystemClock::wall());
+                    let mut report =
+                        relay.rtcp_report(Leg::Pbx, &config.cname, now, SystemClock::wall());
+                    if let Some(ctx) = srtp_tx.as_mut()
+                        && ctx.protect_rtcp(&mut report).is_err()
+                    {
+                        report.clear();
+                    }
                     // Until the PBX's own RTCP tells us where it lives, follow the RTP
                     // latch: same address with rtcp-mux, the next port without.
                     let to = if rtcp_latch.latched || !rtp_latch.latched {
@@ -339,6 +380,12 @@ async fn run(
                 Leg::Pbx => {
                     out.clear();
                     t.packet.write_to(&mut out);
+                    if let Some(ctx) = srtp_tx.as_mut()
+                        && let Err(e) = ctx.protect_rtp(&mut out)
+                    {
+                        debug!(error = %e, "srtp protect failed");
+                        continue;
+                    }
                     if let Err(e) = sockets.rtp.send_to(&out, rtp_latch.addr).await {
                         debug!(error = %e, "pbx rtp send failed");
                     }
