@@ -40,6 +40,7 @@ pub mod call;
 pub mod config;
 pub mod dialplan;
 pub mod permission;
+pub mod runtime;
 mod types;
 
 pub use config::{Config, ConfigError};

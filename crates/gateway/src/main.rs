@@ -198,22 +198,72 @@ fn try_route(cfg: &Config, trial: &Trial) -> Result<Option<Route>, String> {
 }
 
 fn run(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(_cfg) => {
-            eprintln!(
-                "{}: config ok; the SIP, media and Meta drivers are not wired yet",
-                path.display()
-            );
-            ExitCode::from(2)
-        }
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
         Err(e) => {
             for p in e.problems() {
                 eprintln!("error: {p}");
             }
             eprintln!("{}: config refused, not starting", path.display());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let gateway = match whatsip_gateway::runtime::Gateway::start(cfg).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_stop_signal().await;
+        tracing::info!("stopping: ending live calls");
+        gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
         }
     }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.logging.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.logging.format {
+        whatsip_gateway::config::LogFormat::Json => builder.json().try_init(),
+        whatsip_gateway::config::LogFormat::Text => builder.try_init(),
+    };
 }
 
 fn demo() -> ExitCode {

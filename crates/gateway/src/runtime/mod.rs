@@ -1,0 +1,407 @@
+//! The gateway's tokio runtime: binds every listener from the [`Config`] and drives one
+//! task per call.
+//!
+//! ```text
+//!  WebhookServer ──SideEvent──▶ ┌────────────┐ ──spawn──▶ call task (InboundCall core,
+//!  SIP Endpoint ──requests────▶ │ dispatcher │ ──cmds───▶   WhatsApp leg, PBX INVITE,
+//!                               └────────────┘              PBX media relay task)
+//! ```
+//!
+//! - The **dispatcher** task owns the event streams of the webhook server and of the SIP
+//!   endpoint. It routes a fresh `connect` through the dial plan and spawns a call task,
+//!   hands `terminate` webhooks and in-dialog SIP requests to the call they belong to, and
+//!   remembers ended call ids ([`crate::call::EndedCalls`]) so late or repeated webhooks
+//!   never start a ghost call.
+//! - Each **call task** owns one [`crate::call::InboundCall`] core and follows the drive
+//!   loop of STYLE.md §1: feed one input with the clock read once, drain `poll_action`,
+//!   carry each action out, re-arm the ring timer. Every task working for the call is
+//!   instrumented with the span `call{wa_call_id, sip_call_id, dir}`.
+//!
+//! What a call did is published as [`CallMilestone`]s on a broadcast channel
+//! ([`GatewayHandle::subscribe`]); the demo prints them as a timeline.
+
+mod call;
+mod clock;
+mod dispatch;
+mod milestone;
+mod pbx;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span};
+use whatsip_media::sdp::PortAllocator;
+use whatsip_media::webrtc::{EndpointConfig as WebRtcConfig, WebRtcEndpoint};
+use whatsip_meta::graph::ApiVersion;
+use whatsip_meta::rt::{
+    GraphClient, GraphClientConfig, GraphSide, TlsIdentity, WebhookServer, WebhookServerConfig,
+};
+use whatsip_meta::{AccessToken, AppSecret, GuardConfig, VerifyToken};
+use whatsip_sip::endpoint::{Endpoint, EndpointConfig, PingTarget};
+use whatsip_sip::transport::{ListenAddr, Target, TlsSettings, TransportKind};
+
+use crate::config::{Config, Transport};
+
+pub use milestone::{CallMilestone, MilestoneKind};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// A setting cannot be used as given (names the key).
+    #[error("config `{key}`: {reason}")]
+    Config {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot start {what}: {reason}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The error text.
+        reason: String,
+    },
+}
+
+/// Starts the gateway.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Binds the webhook server, the SIP listeners and the WhatsApp media socket from
+    /// `config` and starts the dispatcher. Returns once everything listens.
+    pub async fn start(config: Config) -> Result<GatewayHandle, RuntimeError> {
+        let config = Arc::new(config);
+        let sides = graph_sides(&config)?;
+        let pbx_target = pbx_target(&config).await?;
+
+        let (webhook, webhook_rx) = start_webhook(&config).await?;
+        let (sip, sip_rx) = start_sip(&config, &pbx_target).await?;
+
+        let mut ports = PortAllocator::new(config.media.rtp_ports.clone()).map_err(|e| {
+            RuntimeError::Config {
+                key: "media.rtp_port_min",
+                reason: e.to_string(),
+            }
+        })?;
+        let media_ip = media_ip(&config)?;
+        let webrtc = start_webrtc(&config, &mut ports, media_ip).await?;
+
+        let (milestones, _) = broadcast::channel(1024);
+        let shared = Arc::new(call::Shared {
+            config: config.clone(),
+            sip: sip.clone(),
+            pbx_target,
+            webrtc,
+            ports: Mutex::new(ports),
+            media_ip,
+            milestones: milestones.clone(),
+            registry: call::Registry::default(),
+        });
+        let (commands, commands_rx) = mpsc::channel(16);
+        let dispatcher = dispatch::Dispatcher::new(shared.clone(), sides);
+        let task = tokio::spawn(
+            dispatcher
+                .run(webhook_rx, sip_rx, commands_rx)
+                .instrument(info_span!("dispatcher")),
+        );
+        info!(
+            webhook = %webhook.local_addr(),
+            sip = ?sip.transport().listen_addrs(),
+            pbx = %shared.pbx_target.addr,
+            "gateway started"
+        );
+        Ok(GatewayHandle {
+            shared,
+            webhook: Some(webhook),
+            commands,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running gateway. Dropping it without [`GatewayHandle::shutdown`] aborts the
+/// dispatcher; live calls then end when their legs notice.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    shared: Arc<call::Shared>,
+    webhook: Option<WebhookServer>,
+    commands: mpsc::Sender<dispatch::Command>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// Milestones of every call from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<CallMilestone> {
+        self.shared.milestones.subscribe()
+    }
+
+    /// Calls whose task is still running (both legs not yet released).
+    pub fn calls_in_progress(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// PBX-leg RTP port pairs currently allocated (the WhatsApp socket's pair not counted).
+    pub fn media_ports_in_use(&self) -> usize {
+        self.shared
+            .ports
+            .lock()
+            .map_or(0, |p| p.in_use().saturating_sub(1))
+    }
+
+    /// The webhook listener's address.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook.as_ref().map(WebhookServer::local_addr)
+    }
+
+    /// The SIP listeners' addresses.
+    pub fn sip_addrs(&self) -> Vec<(TransportKind, SocketAddr)> {
+        self.shared
+            .sip
+            .transport()
+            .listen_addrs()
+            .iter()
+            .map(|l| (l.kind, l.addr))
+            .collect()
+    }
+
+    /// Stops taking calls, ends every live call on both legs (BYE/CANCEL toward the PBX,
+    /// `terminate`/`reject` toward Meta), then closes the listeners.
+    pub async fn shutdown(mut self) {
+        let (done, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(dispatch::Command::Shutdown { done })
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(40), rx).await;
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if let Some(w) = self.webhook.take() {
+            w.shutdown().await;
+        }
+        self.shared.sip.shutdown().await;
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn graph_sides(config: &Config) -> Result<HashMap<String, GraphSide>, RuntimeError> {
+    let api_version =
+        ApiVersion::parse(&config.meta.api_version).map_err(|e| RuntimeError::Config {
+            key: "meta.api_version",
+            reason: e.to_string(),
+        })?;
+    let client = GraphClient::new(
+        GraphClientConfig {
+            base_url: config.meta.graph_base_url.clone(),
+            api_version,
+            request_timeout: config.meta.request_timeout,
+            ..GraphClientConfig::default()
+        },
+        AccessToken::new(config.meta.access_token.expose()),
+    )
+    .map_err(|e| RuntimeError::Config {
+        key: "meta.graph_base_url",
+        reason: e.to_string(),
+    })?;
+    let mut sides = HashMap::new();
+    for b in &config.business_numbers {
+        let id = whatsip_meta::PhoneNumberId::parse(b.phone_number_id.as_str()).map_err(|e| {
+            RuntimeError::Config {
+                key: "business_numbers.phone_number_id",
+                reason: e.to_string(),
+            }
+        })?;
+        sides.insert(
+            b.phone_number_id.as_str().to_owned(),
+            GraphSide::new(client.clone(), id),
+        );
+    }
+    Ok(sides)
+}
+
+async fn start_webhook(
+    config: &Config,
+) -> Result<(WebhookServer, mpsc::Receiver<whatsip_meta::WebhookEvent>), RuntimeError> {
+    let tls = match &config.webhook.tls {
+        Some(files) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| RuntimeError::Config {
+                    key: "webhook.tls_cert",
+                    reason: format!("{}: {e}", p.display()),
+                })
+            };
+            let (cert, key) = (read(&files.cert)?, read(&files.key)?);
+            Some(
+                TlsIdentity::from_pem(&cert, &key).map_err(|e| RuntimeError::Config {
+                    key: "webhook.tls_cert",
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
+    let server_config = WebhookServerConfig {
+        listen: config.webhook.listen,
+        path: config.webhook.path.clone(),
+        guard: GuardConfig {
+            max_connect_age: config.webhook.max_event_age,
+            ..GuardConfig::default()
+        },
+        tls,
+        ..WebhookServerConfig::default()
+    };
+    WebhookServer::bind(
+        server_config,
+        AppSecret::new(config.meta.app_secret.expose()),
+        VerifyToken::new(config.meta.verify_token.expose()),
+    )
+    .await
+    .map_err(|e| RuntimeError::Bind {
+        what: "webhook server",
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn transport_kind(t: Transport) -> TransportKind {
+    match t {
+        Transport::Udp => TransportKind::Udp,
+        Transport::Tcp => TransportKind::Tcp,
+        Transport::Tls => TransportKind::Tls,
+    }
+}
+
+async fn pbx_target(config: &Config) -> Result<Target, RuntimeError> {
+    let kind = transport_kind(config.pbx.transport);
+    let addr = tokio::net::lookup_host((config.pbx.host.as_str(), config.pbx.port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| RuntimeError::Config {
+            key: "pbx.address",
+            reason: format!("cannot resolve {}", config.pbx.host),
+        })?;
+    let mut target = Target::new(kind, addr);
+    if kind == TransportKind::Tls && config.pbx.host.parse::<IpAddr>().is_err() {
+        target.server_name = Some(config.pbx.host.clone());
+    }
+    Ok(target)
+}
+
+async fn start_sip(
+    config: &Config,
+    pbx: &Target,
+) -> Result<
+    (
+        Endpoint,
+        mpsc::Receiver<whatsip_sip::endpoint::EndpointEvent>,
+    ),
+    RuntimeError,
+> {
+    let mut ep = EndpointConfig {
+        user_agent: config.sip.user_agent.clone(),
+        advertised_ip: config
+            .sip
+            .advertised_host
+            .as_deref()
+            .and_then(|h| h.parse().ok()),
+        shutdown_grace: Duration::from_secs(5),
+        ..EndpointConfig::default()
+    };
+    for l in &config.sip.listen {
+        ep.transport.listen.push(ListenAddr {
+            kind: transport_kind(l.transport),
+            addr: l.address,
+        });
+        if let Some(files) = &l.tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| RuntimeError::Config {
+                    key: "sip.listen.tls_cert",
+                    reason: format!("{}: {e}", p.display()),
+                })
+            };
+            let (cert, key) = (read(&files.cert)?, read(&files.key)?);
+            ep.transport.tls = Some(TlsSettings::from_pem(&cert, &key, None).map_err(|e| {
+                RuntimeError::Config {
+                    key: "sip.listen.tls_cert",
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+    }
+    if let Some(interval) = config.pbx.options_ping_interval
+        && let Ok(uri) = whatsip_sip::Uri::parse(&format!("sip:{}", config.pbx.domain))
+    {
+        ep.ping.push(PingTarget {
+            target: pbx.clone(),
+            uri,
+            interval,
+        });
+    }
+    if let Some(auth) = &config.pbx.outbound_auth {
+        ep.credentials = Some(whatsip_sip::endpoint::TrunkCredentials {
+            username: auth.username.clone(),
+            password: auth.password.expose().to_owned(),
+            realm: auth.realm.clone(),
+        });
+    }
+    Endpoint::start(ep).await.map_err(|e| RuntimeError::Bind {
+        what: "sip endpoint",
+        reason: e.to_string(),
+    })
+}
+
+fn media_ip(config: &Config) -> Result<IpAddr, RuntimeError> {
+    match config.media.public_address {
+        Some(ip) => Ok(ip),
+        None if !config.media.bind.is_unspecified() => Ok(config.media.bind),
+        None => Err(RuntimeError::Config {
+            key: "media.public_address",
+            reason: "needed when media.bind is an unspecified address (it goes into SDP and ICE)"
+                .into(),
+        }),
+    }
+}
+
+async fn start_webrtc(
+    config: &Config,
+    ports: &mut PortAllocator,
+    media_ip: IpAddr,
+) -> Result<WebRtcEndpoint, RuntimeError> {
+    // The first pair of the RTP range carries every WhatsApp call (one shared socket,
+    // demultiplexed by ICE ufrag), so firewalls need only the configured range.
+    let port = ports.allocate().map_err(|e| RuntimeError::Config {
+        key: "media.rtp_port_min",
+        reason: e.to_string(),
+    })?;
+    let cfg = WebRtcConfig {
+        sockets: vec![(
+            SocketAddr::new(config.media.bind, port),
+            Some(SocketAddr::new(media_ip, port)),
+        )],
+        ..WebRtcConfig::default()
+    };
+    WebRtcEndpoint::bind(cfg)
+        .await
+        .map_err(|e| RuntimeError::Bind {
+            what: "whatsapp media socket",
+            reason: e.to_string(),
+        })
+}
