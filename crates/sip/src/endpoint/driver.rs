@@ -54,6 +54,8 @@ struct ClientEntry {
     cancel_sent: bool,
     /// Authentication retries done for this request chain.
     auth_tries: u8,
+    /// The client id this retry replaced (its alias is dropped with this entry).
+    retry_of: Option<ClientTxnId>,
     /// To tags whose 2xx was already reported (forks report once each).
     reported_2xx: HashSet<String>,
 }
@@ -297,6 +299,9 @@ impl Driver {
             && let Some(e) = self.clients.remove(&id)
         {
             self.client_index.remove(&e.key);
+            if let Some(old) = e.retry_of {
+                self.aliases.remove(&old);
+            }
             debug!(%id, "client transaction terminated");
         }
     }
@@ -468,6 +473,7 @@ impl Driver {
                 if let Some(n) = self.clients.get_mut(&new_id) {
                     n.auth_tries = 1;
                     n.cancel_pending = cancel_pending;
+                    n.retry_of = Some(id);
                 }
                 true
             }
@@ -571,6 +577,7 @@ impl Driver {
                 cancel_pending: false,
                 cancel_sent: false,
                 auth_tries: 0,
+                retry_of: None,
                 reported_2xx: HashSet::new(),
             },
         );

@@ -236,8 +236,8 @@ pub struct ViaRouting {
 }
 
 /// Where a response goes, RFC 3261 §18.2.2 with RFC 3581:
-/// reliable → the request's connection (if still open, the transport falls back to
-/// opening one to the address); else `maddr` (port from sent-by or default); else
+/// reliable → the request's connection (if it has closed, the transport opens one to
+/// `received` or the sent-by host, at the sent-by port); else `maddr` (port from sent-by or default); else
 /// `received` with `rport` (or the sent-by port); else sent-by.
 ///
 /// Returns `None` when there is nowhere to send (a hostname sent-by with no `received`,
@@ -248,9 +248,18 @@ pub fn response_target(via: &ViaRouting, request: &Received) -> Option<Target> {
         && request.kind.is_reliable()
         && let Some(conn) = request.connection
     {
+        // The address is only used if the connection has closed meanwhile: then §18.2.2
+        // opens a new one to `received` (or the sent-by host) at the sent-by port, where
+        // the peer listens, not to the ephemeral source port.
+        let fallback = via
+            .received
+            .or(via.sent_by_ip)
+            .map_or(request.source, |ip| {
+                SocketAddr::new(ip, via.sent_by_port.unwrap_or(default_port))
+            });
         return Some(Target {
             kind: request.kind,
-            addr: request.source,
+            addr: fallback,
             connection: Some(conn),
             server_name: None,
         });

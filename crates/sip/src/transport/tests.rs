@@ -370,7 +370,15 @@ fn response_routing_rfc3261_18_2_2() {
     // Reliable: the request's connection.
     let t = response_target(&via(TransportKind::Tcp), &req(TransportKind::Tcp, Some(id))).unwrap();
     assert_eq!(t.connection, Some(id));
-    assert_eq!(t.addr, "192.0.2.7:40000".parse().unwrap());
+    // Fallback if the connection closed: sent-by host and port, not the ephemeral source.
+    assert_eq!(t.addr, "192.0.2.9:5070".parse().unwrap());
+    let v = ViaRouting {
+        received: Some("192.0.2.7".parse().unwrap()),
+        rport: Some(40000),
+        ..via(TransportKind::Tcp)
+    };
+    let t = response_target(&v, &req(TransportKind::Tcp, Some(id))).unwrap();
+    assert_eq!(t.addr, "192.0.2.7:5070".parse().unwrap());
     // maddr wins over received, keeps the sent-by port.
     let v = ViaRouting {
         maddr: Some("239.1.1.1".parse().unwrap()),
