@@ -25,7 +25,8 @@ use whatsip_gateway::config::{Config, Environment};
 use whatsip_gateway::runtime::{CallMilestone, Gateway, GatewayHandle, MilestoneKind};
 use whatsip_sim::core::{CallState, CoreConfig, UserCall};
 use whatsip_sim::{
-    PhoneProbe, SimConfig, SimHandle, Simulator, WaCallId, WaId, WebRtcPeerFactory, WebhookConfig,
+    FaultAction, FaultRule, Faults, PhoneProbe, SimConfig, SimHandle, Simulator, WaCallId, WaId,
+    WebRtcPeerFactory, WebhookConfig, WebhookMatch,
 };
 
 const APP_SECRET: &str = "e2e-app-secret";
@@ -234,6 +235,16 @@ async fn wait_tcp_listening(port: u16) {
 }
 
 async fn harness(kind: Kind, scenario: &str, ring_timeout_s: u64) -> Option<Harness> {
+    harness_with(kind, Some(scenario), ring_timeout_s, Faults::default()).await
+}
+
+/// `scenario: None` starts no SIPp (the PBX must never be contacted).
+async fn harness_with(
+    kind: Kind,
+    scenario: Option<&str>,
+    ring_timeout_s: u64,
+    faults: Faults,
+) -> Option<Harness> {
     let sipp = sipp()?;
     let dir = std::env::temp_dir().join(format!(
         "whatsip-e2e-{}-{}",
@@ -244,11 +255,13 @@ async fn harness(kind: Kind, scenario: &str, ring_timeout_s: u64) -> Option<Harn
     let dir = TempDir(dir);
     let sipp_port = free_port();
     let sipp_media = free_port();
-    let sipp = start_sipp(sipp, kind, scenario, sipp_port, sipp_media, &dir.0);
-    match kind {
-        Kind::Tcp => wait_tcp_listening(sipp_port).await,
+    let sipp =
+        scenario.map(|scenario| start_sipp(sipp, kind, scenario, sipp_port, sipp_media, &dir.0));
+    match (kind, scenario) {
+        (_, None) => {}
+        (Kind::Tcp, Some(_)) => wait_tcp_listening(sipp_port).await,
         // no way to probe UDP without confusing SIPp; the INVITE is retransmitted anyway
-        Kind::Udp => tokio::time::sleep(Duration::from_millis(300)).await,
+        (Kind::Udp, Some(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
     }
 
     let webhook_port = free_port();
@@ -262,6 +275,7 @@ async fn harness(kind: Kind, scenario: &str, ring_timeout_s: u64) -> Option<Harn
             ..WebhookConfig::default()
         },
         peers: Arc::new(factory),
+        faults,
         ..SimConfig::default()
     })
     .await
@@ -331,7 +345,7 @@ headers = {{ "X-E2E-Rule" = "${{rule}}" }}
         gw: Some(gw),
         milestones,
         seen: Vec::new(),
-        sipp: Some(sipp),
+        sipp,
         _dir: dir,
     })
 }
@@ -677,4 +691,77 @@ async fn e2e_udp_shutdown_ends_a_live_call_on_both_legs() {
         "{ms:?}"
     );
     h.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_duplicate_connect_webhook_rings_the_pbx_once() {
+    let _serial = SERIAL.lock().await;
+    let faults = Faults {
+        rules: vec![FaultRule {
+            matches: WebhookMatch::Label("connect".into()),
+            action: FaultAction::Duplicate,
+            times: Some(1),
+        }],
+        ..Faults::default()
+    };
+    let Some(mut h) = harness_with(Kind::Udp, Some("uas_wa_echo.xml"), 20, faults).await else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .unwrap();
+    h.sim
+        .wait_for_webhook(WAIT, |w| {
+            w.duplicate && w.labels.iter().any(|l| l == "connect")
+        })
+        .await
+        .expect("the simulator re-delivered the connect webhook");
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    let invites = run.messages.matches("INVITE sip:agent@").count();
+    assert_eq!(invites, 1, "{}", run.messages);
+    assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_terminate_before_connect_starts_no_ghost_call() {
+    let _serial = SERIAL.lock().await;
+    let faults = Faults {
+        rules: vec![FaultRule {
+            matches: WebhookMatch::Label("connect".into()),
+            action: FaultAction::HoldUntilNext {
+                max: Some(Duration::from_secs(10)),
+            },
+            times: Some(1),
+        }],
+        ..Faults::default()
+    };
+    // no SIPp: the PBX must never be contacted
+    let Some(mut h) = harness_with(Kind::Udp, None, 20, faults).await else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    // the held connect is delivered after the terminate
+    h.sim
+        .wait_for_webhook(WAIT, |w| {
+            w.labels.iter().any(|l| l == "connect")
+                && w.outcome == whatsip_sim::DeliveryOutcome::Status(200)
+        })
+        .await
+        .expect("connect delivered late");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.graph_actions().is_empty(), "{:?}", h.graph_actions());
+    let ms = h.finish().await;
+    assert!(
+        !ms.iter()
+            .any(|k| matches!(k, MilestoneKind::InviteSent { .. })),
+        "{ms:?}"
+    );
 }
