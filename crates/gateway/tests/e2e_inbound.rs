@@ -742,7 +742,7 @@ async fn e2e_terminate_before_connect_starts_no_ghost_call() {
         ..Faults::default()
     };
     // no SIPp: the PBX must never be contacted
-    let Some(mut h) = harness_with(Kind::Udp, None, 20, faults).await else {
+    let Some(h) = harness_with(Kind::Udp, None, 20, faults).await else {
         return;
     };
     let id = h.user_calls().await;
