@@ -569,3 +569,71 @@ async fn udp_retransmission_schedules_timer_e_f_and_a_b_on_virtual_clock() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(count(&dead), 7);
 }
+
+/// Reads datagrams until `quiet` passes with nothing new; returns their first lines.
+async fn drain_lines(sock: &tokio::net::UdpSocket, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Ok(Ok((n, _))) = tokio::time::timeout(quiet, sock.recv_from(&mut buf)).await {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        out.push(text.lines().next().unwrap_or_default().to_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn cancel_after_final_gets_200_without_487_and_stray_ack_is_dropped() {
+    let (server, stats) = uas().await;
+    let addr = addr_of(&server, TransportKind::Udp);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let common = format!(
+        "From: <sip:x@{me}>;tag=race\r\nTo: <sip:answer@127.0.0.1>\r\nCall-ID: race-1\r\nMax-Forwards: 70\r\n"
+    );
+    let invite = format!(
+        "INVITE sip:answer@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrace\r\n{common}\
+         CSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(invite.as_bytes(), addr).await.unwrap();
+    let lines = drain_lines(&sock, Duration::from_millis(400)).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("SIP/2.0 200")),
+        "{lines:?}"
+    );
+    // CANCEL crossing the 200 (RFC 3261 §9.2): 200 for the CANCEL, the INVITE keeps its 200.
+    let cancel = format!(
+        "CANCEL sip:answer@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrace\r\n{common}\
+         CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(cancel.as_bytes(), addr).await.unwrap();
+    let lines = drain_lines(&sock, Duration::from_millis(300)).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("SIP/2.0 200")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("SIP/2.0 487")),
+        "{lines:?}"
+    );
+    // A stray ACK (unknown dialog, unknown branch) is dropped silently.
+    let stray = format!(
+        "ACK sip:answer@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKstray\r\n\
+         From: <sip:x@{me}>;tag=zz\r\nTo: <sip:answer@127.0.0.1>;tag=nope\r\nCall-ID: stray-1\r\n\
+         Max-Forwards: 70\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(stray.as_bytes(), addr).await.unwrap();
+    // A response matching no transaction is dropped too.
+    let unmatched = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKnobody\r\nFrom: <sip:a@b>;tag=1\r\n\
+         To: <sip:c@d>;tag=2\r\nCall-ID: unmatched-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(unmatched.as_bytes(), addr).await.unwrap();
+    // The 200 to the INVITE is still resent until its ACK, nothing else comes back.
+    let lines = drain_lines(&sock, Duration::from_millis(700)).await;
+    assert!(
+        lines.iter().all(|l| l.starts_with("SIP/2.0 200")),
+        "{lines:?}"
+    );
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.invites, s.cancelled, s.acks), (1, 0, 0), "{s:?}");
+}
