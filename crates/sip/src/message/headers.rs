@@ -28,6 +28,51 @@ const COMPACT: &[(u8, &str)] = &[
     (b'y', "Identity"),
 ];
 
+/// Spellings seen on almost every message, shared instead of allocated.
+const COMMON: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Max-Forwards",
+    "Contact",
+    "Content-Type",
+    "Content-Length",
+    "Record-Route",
+    "Route",
+    "Allow",
+    "Supported",
+    "User-Agent",
+    "Server",
+    "Session-Expires",
+    "Min-SE",
+    "Require",
+    "Expires",
+    "Accept",
+    "P-Asserted-Identity",
+    "Remote-Party-ID",
+    "Reason",
+    "Authorization",
+    "WWW-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Authenticate",
+    "Date",
+    "Subject",
+    "Warning",
+    "Allow-Events",
+    "Event",
+    "v",
+    "f",
+    "t",
+    "i",
+    "m",
+    "l",
+    "c",
+    "k",
+    "x",
+];
+
 /// A header name as received; equality ignores case and compact forms
 /// (`v` == `Via` == `VIA`).
 #[derive(Debug, Clone)]
@@ -106,6 +151,15 @@ impl HeaderName {
     /// A header name (not validated; the parser only produces valid tokens).
     pub fn new(name: impl Into<String>) -> Self {
         HeaderName(Cow::Owned(name.into()))
+    }
+
+    /// A header name for text from the wire: common spellings share a static string
+    /// instead of allocating (the spelling is kept exactly).
+    pub(crate) fn from_wire(name: &str) -> Self {
+        match COMMON.iter().find(|c| **c == name) {
+            Some(c) => HeaderName(Cow::Borrowed(c)),
+            None => HeaderName(Cow::Owned(name.to_owned())),
+        }
     }
 
     /// The name as received or constructed.

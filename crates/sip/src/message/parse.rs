@@ -1,5 +1,7 @@
 //! The message parser: limits, framing, validation (RFC 3261 §7, §18.3, §25).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::headers::{HeaderName, Headers};
@@ -176,7 +178,7 @@ pub fn stream_frame(buf: &[u8], limits: &ParseLimits) -> Result<StreamFrame, Par
             continue;
         };
         let name = String::from_utf8_lossy(&line[..colon]);
-        if HeaderName::new(name.trim_end().to_owned()).is("Content-Length") {
+        if HeaderName::from_wire(name.trim_end()).is("Content-Length") {
             let value = String::from_utf8_lossy(&line[colon + 1..]);
             declared = parse_content_length(&value).ok_or_else(|| ParseError::BadHeader {
                 name: "Content-Length",
@@ -253,7 +255,8 @@ fn split<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<RawHeaders<'a>, Pars
         });
     }
     let mut headers = Headers::new();
-    let mut current: Option<(&str, String)> = None;
+    // The value stays borrowed from the input unless a fold forces a copy.
+    let mut current: Option<(&str, Cow<'_, str>)> = None;
     for line in lines {
         if line.len() > limits.max_line_bytes {
             return Err(ParseError::LineTooLong {
@@ -272,14 +275,14 @@ fn split<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<RawHeaders<'a>, Pars
                             max: limits.max_line_bytes,
                         });
                     }
-                    v.push_str(line);
+                    v.to_mut().push_str(line);
                 }
                 None => return Err(ParseError::HeaderLine(snippet(line))),
             }
             continue;
         }
         if let Some((n, v)) = current.take() {
-            headers.push(HeaderName::new(n), v.trim_matches([' ', '\t']));
+            headers.push(HeaderName::from_wire(n), v.trim_matches([' ', '\t']));
         }
         if headers.len() >= limits.max_headers {
             return Err(ParseError::TooManyHeaders {
@@ -293,10 +296,10 @@ fn split<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<RawHeaders<'a>, Pars
         if !is_token(name) {
             return Err(ParseError::HeaderLine(snippet(line)));
         }
-        current = Some((name, value.to_owned()));
+        current = Some((name, Cow::Borrowed(value)));
     }
     if let Some((n, v)) = current.take() {
-        headers.push(HeaderName::new(n), v.trim_matches([' ', '\t']));
+        headers.push(HeaderName::from_wire(n), v.trim_matches([' ', '\t']));
     }
     Ok(RawHeaders {
         start_line,
@@ -435,75 +438,62 @@ fn bad(name: &'static str, value: &str) -> ParseError {
 
 /// Parses every header the stack acts on once; mandatory ones must be present.
 fn validate_headers(headers: &Headers) -> Result<(), ParseError> {
-    const SINGLE: &[&str] = &[
-        "From",
-        "To",
-        "Call-ID",
-        "CSeq",
-        "Max-Forwards",
-        "Content-Length",
-        "Content-Type",
-        "Session-Expires",
-        "Min-SE",
+    /// Headers the stack parses: (name, single-valued, mandatory).
+    const KNOWN: &[(&str, bool, bool)] = &[
+        ("Via", false, true),
+        ("From", true, true),
+        ("To", true, true),
+        ("Call-ID", true, true),
+        ("CSeq", true, true),
+        ("Max-Forwards", true, false),
+        ("Contact", false, false),
+        ("Route", false, false),
+        ("Record-Route", false, false),
+        ("Content-Length", true, false),
+        ("Content-Type", true, false),
+        ("Session-Expires", true, false),
+        ("Min-SE", true, false),
+        ("Expires", true, false),
     ];
-    for name in SINGLE {
-        if headers.count(name) > 1 {
-            return Err(ParseError::DuplicateHeader(name));
-        }
-    }
+    let mut seen = [0u8; KNOWN.len()];
     for h in headers.iter() {
         let v = h.value.as_str();
         let canon = h.name.canonical();
-        let ok = match canon.to_ascii_lowercase().as_str() {
-            "via" => Via::parse_list(v).is_some(),
-            "from" => NameAddr::parse(v).is_some(),
-            "to" => NameAddr::parse(v).is_some(),
-            "call-id" => is_call_id(v),
-            "cseq" => CSeq::parse(v).is_some(),
-            "max-forwards" => headers.max_forwards().is_some(),
-            "contact" => v == "*" || NameAddr::parse_list(v).is_some(),
-            "route" | "record-route" => NameAddr::parse_list(v).is_some(),
-            "content-length" => parse_content_length(v).is_some(),
-            "content-type" => ContentType::parse(v).is_some(),
-            "session-expires" => SessionExpires::parse(v).is_some(),
-            "min-se" => headers.min_se().is_some(),
-            "expires" => parse_delta_seconds(v).is_some(),
-            _ => true,
+        let Some(idx) = KNOWN
+            .iter()
+            .position(|(n, _, _)| n.eq_ignore_ascii_case(canon))
+        else {
+            continue;
+        };
+        let (name, single, _) = KNOWN[idx];
+        seen[idx] = seen[idx].saturating_add(1);
+        if single && seen[idx] > 1 {
+            return Err(ParseError::DuplicateHeader(name));
+        }
+        let ok = match idx {
+            0 => Via::parse_list(v).is_some(),
+            1 | 2 => NameAddr::parse(v).is_some(),
+            3 => is_call_id(v),
+            4 => CSeq::parse(v).is_some(),
+            5 => headers.max_forwards().is_some(),
+            6 => v == "*" || NameAddr::parse_list(v).is_some(),
+            7 | 8 => NameAddr::parse_list(v).is_some(),
+            9 => parse_content_length(v).is_some(),
+            10 => ContentType::parse(v).is_some(),
+            11 => SessionExpires::parse(v).is_some(),
+            12 => headers.min_se().is_some(),
+            _ => parse_delta_seconds(v).is_some(),
         };
         if !ok {
-            return Err(bad(static_name(canon), v));
+            return Err(bad(name, v));
         }
     }
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if !headers.contains(name) {
-            return Err(ParseError::MissingHeader(static_name(name)));
+    for (idx, (name, _, mandatory)) in KNOWN.iter().enumerate() {
+        if *mandatory && seen[idx] == 0 {
+            return Err(ParseError::MissingHeader(name));
         }
     }
     Ok(())
-}
-
-fn static_name(canon: &str) -> &'static str {
-    const NAMES: &[&str] = &[
-        "Via",
-        "From",
-        "To",
-        "Call-ID",
-        "CSeq",
-        "Max-Forwards",
-        "Contact",
-        "Route",
-        "Record-Route",
-        "Content-Length",
-        "Content-Type",
-        "Session-Expires",
-        "Min-SE",
-        "Expires",
-    ];
-    NAMES
-        .iter()
-        .find(|n| n.eq_ignore_ascii_case(canon))
-        .copied()
-        .unwrap_or("unknown")
 }
 
 /// Lenient split used to answer a message that failed to parse: every header line that
