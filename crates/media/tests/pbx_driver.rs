@@ -176,3 +176,93 @@ async fn socket_pairs_skip_ports_held_by_someone_else() {
     assert_eq!(ports.in_use(), 1, "the busy pair went back to the pool");
     drop(blocker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdes_srtp_leg_protects_both_ways_and_drops_forgeries() {
+    use whatsip_media::driver::SrtpKeys;
+    use whatsip_media::srtp::{SdesKey, SrtpContext};
+
+    let ours = SdesKey::from_parts(1, [0x11; 16], [0x22; 14]);
+    let theirs = SdesKey::from_parts(1, [0x33; 16], [0x44; 14]);
+    let peer = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let relay = MediaRelay::new(RelayConfig::default(), &mut rng, SystemClock::now()).unwrap();
+    let sockets = PbxSockets::bind_at(LOCALHOST, 0, true).await.unwrap();
+    let ours_addr = SocketAddr::new(LOCALHOST, sockets.rtp_port());
+    let remote = peer.local_addr().unwrap();
+    let mut cfg = PbxRtpConfig::new(remote, remote, true);
+    cfg.srtp = Some(SrtpKeys {
+        local: ours.clone(),
+        remote: theirs.clone(),
+    });
+    let (wa_tx, _wa_rx) = mpsc::channel(1024);
+    let (ev_tx, _ev_rx) = mpsc::channel(64);
+    let handle = spawn_pbx_media(relay, sockets, cfg, wa_tx, ev_tx);
+    let mut peer_tx = SrtpContext::new(&theirs);
+    let mut peer_rx = SrtpContext::new(&ours);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let mut tone = ToneGenerator::sine(1000.0, -12.0, 8000);
+    let mut buf = [0u8; 2048];
+    let (mut decrypted, mut failed) = (0, 0);
+    for i in 0..50u16 {
+        tick.tick().await;
+        let mut payload = Vec::new();
+        g711::encode_ulaw(&tone.next_frame(160), &mut payload);
+        let mut wire = RtpPacket {
+            pt: 0,
+            seq: SeqNo(i),
+            ts: RtpTs(u32::from(i) * 160),
+            ssrc: Ssrc(99),
+            marker: false,
+            payload: Bytes::from(payload),
+        }
+        .to_vec();
+        peer_tx.protect_rtp(&mut wire).unwrap();
+        if i % 10 == 5 {
+            // a forged copy with a flipped payload bit must not count as received
+            let mut forged = wire.clone();
+            forged[30] ^= 0x40;
+            peer.send_to(&forged, ours_addr).await.unwrap();
+        }
+        peer.send_to(&wire, ours_addr).await.unwrap();
+        for _ in 0..10 {
+            let Ok((n, _)) = peer.try_recv_from(&mut buf) else {
+                break;
+            };
+            let mut p = buf[..n].to_vec();
+            let ok = if whatsip_media::is_rtcp(&p) {
+                peer_rx.unprotect_rtcp(&mut p).is_ok()
+            } else {
+                peer_rx.unprotect_rtp(&mut p).is_ok() && RtpPacket::parse(&p).is_ok()
+            };
+            if ok { decrypted += 1 } else { failed += 1 }
+        }
+    }
+    // the last datagrams may still be queued behind the command: ask a few times
+    let mut stats = None;
+    for _ in 0..40 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handle.commands.send(MediaCommand::Stats(tx)).await.unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        let done = s.pbx.packets_received >= 50;
+        stats = Some(s);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.commands.send(MediaCommand::Stop).await.unwrap();
+    let stats = stats.unwrap();
+    assert!(
+        decrypted >= 40,
+        "only {decrypted} packets decrypted by the peer"
+    );
+    assert_eq!(failed, 0, "everything we sent authenticates with our key");
+    assert_eq!(
+        stats.pbx.packets_received, 50,
+        "forgeries dropped, genuine packets kept: {stats:?}"
+    );
+}
