@@ -144,6 +144,12 @@ async fn options_answered_with_capabilities_and_unknown_dialog_gets_481() {
             .unwrap();
         assert_eq!(r.status.as_u16(), 481);
     }
+    let st = server.stats();
+    assert_eq!(st.no_dialog_481, 2);
+    assert_eq!(
+        st.requests, 0,
+        "auto-answered OPTIONS and 481s never reach the owner"
+    );
 }
 
 #[tokio::test]
@@ -348,6 +354,13 @@ async fn digest_challenge_then_authenticated_call() {
         (s.invites, s.answered, s.byes),
         (1, 1, 1),
         "only the authenticated INVITE reached the UAS: {s:?}"
+    );
+    // Challenged: the anonymous INVITE, both of the wrong caller's, the good caller's first.
+    let st = server_ep.stats();
+    assert_eq!(st.challenges, 4, "{st:?}");
+    assert_eq!(
+        (wrong.stats().auth_retries, good.stats().auth_retries),
+        (1, 1)
     );
 }
 

@@ -17,7 +17,7 @@ use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
     ClientEvent, ClientTxnHandle, ClientTxnId, Command, DialogId, EndpointConfig, EndpointError,
-    EndpointEvent, IncomingRequest, ServerTxnId, SystemClock,
+    EndpointEvent, IncomingRequest, ServerTxnId, SharedStats, SystemClock,
 };
 use crate::message::{
     Branch, CallId, HeaderName, Host, Method, NameAddr, Request, Response, SipMessage, SipUri,
@@ -111,6 +111,11 @@ pub(super) struct Driver {
     server_gate: Option<ServerGate>,
     shutdown_deadline: Option<Instant>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    stats: Arc<SharedStats>,
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Driver {
@@ -120,6 +125,7 @@ impl Driver {
         transport_rx: mpsc::Receiver<TransportEvent>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<EndpointEvent>,
+        stats: Arc<SharedStats>,
     ) -> Self {
         let timers = TimerConfig {
             t1: config.t1,
@@ -167,6 +173,7 @@ impl Driver {
             server_gate,
             shutdown_deadline: None,
             shutdown_waiters: Vec::new(),
+            stats,
         }
     }
 
@@ -208,6 +215,7 @@ impl Driver {
                     self.on_wake(now);
                 }
             }
+            self.update_gauges();
             if let Some(deadline) = self.shutdown_deadline {
                 let now = self.clock.now();
                 if self.in_flight() == 0 || now >= deadline {
@@ -220,6 +228,16 @@ impl Driver {
         for w in self.shutdown_waiters.drain(..) {
             let _ = w.send(());
         }
+    }
+
+    fn update_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        s.client_transactions
+            .store(self.clients.len() as u64, Relaxed);
+        s.server_transactions
+            .store(self.servers.len() as u64, Relaxed);
+        s.dialogs.store(self.dialogs.len() as u64, Relaxed);
     }
 
     fn in_flight(&self) -> usize {
@@ -319,9 +337,13 @@ impl Driver {
         while let Some(ev) = e.txn.poll_event() {
             let status = e.txn.last_response().map_or(0, |r| r.status.as_u16());
             match ev {
-                ServerTxnEvent::AckTimeout => out.push(EndpointEvent::AckTimeout { id, status }),
+                ServerTxnEvent::AckTimeout => {
+                    count(&self.stats.ack_timeouts);
+                    out.push(EndpointEvent::AckTimeout { id, status });
+                }
                 ServerTxnEvent::NoAckFor2xx if !e.reported_no_ack => {
                     e.reported_no_ack = true;
+                    count(&self.stats.ack_timeouts);
                     out.push(EndpointEvent::AckTimeout { id, status });
                 }
                 ServerTxnEvent::NoAckFor2xx => {}
@@ -412,6 +434,7 @@ impl Driver {
                 let _ = tx.try_send(ClientEvent::Final(resp));
             }
             (Purpose::User(tx), ClientTxnEvent::Timeout) => {
+                count(&self.stats.timeouts);
                 let _ = tx.try_send(ClientEvent::Timeout);
             }
             (Purpose::User(tx), ClientTxnEvent::TransportError) => {
@@ -469,6 +492,7 @@ impl Driver {
         match self.start_client(req, target, purpose, false, now) {
             Ok((new_id, _)) => {
                 debug!(old = %id, new = %new_id, "re-sent with credentials");
+                count(&self.stats.auth_retries);
                 self.aliases.insert(id, new_id);
                 if let Some(n) = self.clients.get_mut(&new_id) {
                     n.auth_tries = 1;
@@ -955,6 +979,7 @@ impl Driver {
         let _ = self.respond(cancel_id, resp, now);
         let Some(invite_id) = invite else {
             debug!("CANCEL matched nothing: 481");
+            count(&self.stats.no_dialog_481);
             return;
         };
         let pending = self
@@ -970,6 +995,7 @@ impl Driver {
                 let _ = self.respond(invite_id, resp, now);
             }
             info!(id = %invite_id, "INVITE cancelled");
+            count(&self.stats.cancelled);
             self.emit(EndpointEvent::Cancelled {
                 id: invite_id,
                 cancel,
@@ -1018,6 +1044,7 @@ impl Driver {
         debug!(%id, method = %req.method, source = %received.source,
             call_id = req.call_id().as_ref().map(CallId::as_str), "server transaction started");
         if self.shutdown_deadline.is_some() {
+            count(&self.stats.overload_503);
             let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
             resp.headers.push(HeaderName::RETRY_AFTER, "30");
             let _ = self.respond(id, resp, now);
@@ -1039,6 +1066,7 @@ impl Driver {
         if req.to_tag().is_some() {
             if !dialog.as_ref().is_some_and(|d| self.dialogs.contains(d)) {
                 debug!(method = %req.method, "request for unknown dialog: 481");
+                count(&self.stats.no_dialog_481);
                 let resp = req.response(StatusCode::CALL_DOES_NOT_EXIST, None);
                 let _ = self.respond(id, resp, now);
                 return;
@@ -1052,6 +1080,7 @@ impl Driver {
             && let Some(gate) = self.server_gate.as_mut()
             && let Some(challenge) = gate.check(&req, self.clock.wall())
         {
+            count(&self.stats.challenges);
             let _ = self.respond(id, challenge, now);
             return;
         }
@@ -1062,8 +1091,10 @@ impl Driver {
             source: received.source,
             dialog: if req.to_tag().is_some() { dialog } else { None },
         });
+        count(&self.stats.requests);
         if self.events.try_send(event).is_err() {
             warn!("owner not reading events: 503");
+            count(&self.stats.overload_503);
             let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
             resp.headers.push(HeaderName::RETRY_AFTER, "5");
             let _ = self.respond(id, resp, now);

@@ -164,6 +164,67 @@ impl Default for EndpointConfig {
     }
 }
 
+/// Endpoint counters and gauges for metrics, read with [`Endpoint::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Client transactions alive now.
+    pub client_transactions: u64,
+    /// Server transactions alive now.
+    pub server_transactions: u64,
+    /// Dialogs tracked now.
+    pub dialogs: u64,
+    /// New requests passed to the owner.
+    pub requests: u64,
+    /// 481 answers (unknown dialog, or CANCEL matching nothing).
+    pub no_dialog_481: u64,
+    /// Digest challenges sent.
+    pub challenges: u64,
+    /// Requests re-sent with credentials.
+    pub auth_retries: u64,
+    /// INVITEs cancelled by the peer.
+    pub cancelled: u64,
+    /// Client transactions that timed out (Timer B/F).
+    pub timeouts: u64,
+    /// Server finals never acknowledged (Timer H, or no ACK for a 2xx).
+    pub ack_timeouts: u64,
+    /// Requests refused with 503 (shutting down, owner not reading).
+    pub overload_503: u64,
+}
+
+#[derive(Debug, Default)]
+struct SharedStats {
+    client_transactions: std::sync::atomic::AtomicU64,
+    server_transactions: std::sync::atomic::AtomicU64,
+    dialogs: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+    no_dialog_481: std::sync::atomic::AtomicU64,
+    challenges: std::sync::atomic::AtomicU64,
+    auth_retries: std::sync::atomic::AtomicU64,
+    cancelled: std::sync::atomic::AtomicU64,
+    timeouts: std::sync::atomic::AtomicU64,
+    ack_timeouts: std::sync::atomic::AtomicU64,
+    overload_503: std::sync::atomic::AtomicU64,
+}
+
+impl SharedStats {
+    fn snapshot(&self) -> EndpointStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        EndpointStats {
+            client_transactions: self.client_transactions.load(Relaxed),
+            server_transactions: self.server_transactions.load(Relaxed),
+            dialogs: self.dialogs.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            no_dialog_481: self.no_dialog_481.load(Relaxed),
+            challenges: self.challenges.load(Relaxed),
+            auth_retries: self.auth_retries.load(Relaxed),
+            cancelled: self.cancelled.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            ack_timeouts: self.ack_timeouts.load(Relaxed),
+            overload_503: self.overload_503.load(Relaxed),
+        }
+    }
+}
+
 /// Identifies a server transaction, to answer it with [`Endpoint::respond`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerTxnId(u64);
@@ -346,6 +407,7 @@ pub struct Endpoint {
     commands: mpsc::Sender<Command>,
     transport: Transport,
     config: std::sync::Arc<EndpointConfig>,
+    stats: std::sync::Arc<SharedStats>,
 }
 
 impl Endpoint {
@@ -360,12 +422,14 @@ impl Endpoint {
         let (commands, commands_rx) = mpsc::channel(config.queue.max(1));
         let (events, events_rx) = mpsc::channel(config.queue.max(1));
         let config = std::sync::Arc::new(config);
+        let stats = std::sync::Arc::new(SharedStats::default());
         let driver = driver::Driver::new(
             config.clone(),
             transport.clone(),
             transport_rx,
             commands_rx,
             events,
+            stats.clone(),
         );
         let span = tracing::info_span!("sip_endpoint");
         tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
@@ -374,6 +438,7 @@ impl Endpoint {
                 commands,
                 transport,
                 config,
+                stats,
             },
             events_rx,
         ))
@@ -382,6 +447,11 @@ impl Endpoint {
     /// The transport (bound addresses, counters).
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// Transaction and dialog counters for metrics.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats.snapshot()
     }
 
     /// The address to advertise in Via/Contact for `kind` towards `peer`.
