@@ -765,3 +765,34 @@ async fn e2e_terminate_before_connect_starts_no_ghost_call() {
         "{ms:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_session_timer_refreshes_are_answered_locally() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut h) = harness(Kind::Udp, "uas_wa_refresh.xml", 20).await else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .unwrap();
+    // the scenario sends an UPDATE and a re-INVITE (2 s), each with Session-Expires
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back: {status:?}");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    // SIPp checked Session-Expires in the UPDATE's 200 and got a 200 with SDP to the
+    // re-INVITE before our BYE
+    assert_sipp_ok(&run);
+    assert!(run.messages.contains("Require: timer"), "{}", run.messages);
+    assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    let ms = h.finish().await;
+    assert!(
+        !ms.iter()
+            .any(|k| matches!(k, MilestoneKind::HoldChanged { .. })),
+        "{ms:?}"
+    );
+}
