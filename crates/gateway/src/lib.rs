@@ -39,6 +39,7 @@
 pub mod call;
 pub mod config;
 pub mod dialplan;
+pub mod pbx_standin;
 pub mod permission;
 pub mod runtime;
 mod types;
