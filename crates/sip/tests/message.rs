@@ -334,3 +334,18 @@ fn dialog_creating_responses_copy_record_route_unchanged() {
             .contains("Record-Route")
     );
 }
+
+#[test]
+fn oversized_request_is_answered_513_when_its_headers_are_readable() {
+    let limits = ParseLimits {
+        max_message_bytes: 200,
+        ..ParseLimits::default()
+    };
+    let err = SipMessage::parse(COMPACT.as_bytes(), &limits).unwrap_err();
+    assert_eq!(err.status_code(), StatusCode::MESSAGE_TOO_LARGE);
+    let resp = error_response(COMPACT.as_bytes(), &err).unwrap();
+    assert_eq!(resp.status.as_u16(), 513);
+    assert_eq!(resp.call_id().unwrap().as_str(), "compact-call@192.0.2.1");
+    // the answer is deterministic, so a retransmitted bad request gets the same one
+    assert_eq!(error_response(COMPACT.as_bytes(), &err), Some(resp));
+}
