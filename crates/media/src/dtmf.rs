@@ -142,6 +142,12 @@ impl DtmfForwarder {
         self.current.is_some_and(|c| !c.ended)
     }
 
+    /// The event code in progress, if any.
+    #[must_use]
+    pub fn active_event(&self) -> Option<u8> {
+        self.current.filter(|c| !c.ended).map(|c| c.event)
+    }
+
     /// Handles one incoming event packet with source `seq` and `ts`. `next_dst_ts` is the
     /// destination leg's timestamp for "now" (its next audio frame): a new event is anchored
     /// there. Returns `None` for packets to drop (duplicates by sequence number, stale

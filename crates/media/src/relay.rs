@@ -7,7 +7,8 @@
 //!   jitter buffer ─▶ Opus decode @8/16 kHz (PLC, FEC) ─▶ G.711/G.722 encode ─▶ PBX
 //!   PBX ─▶ jitter buffer ─▶ G.711/G.722 decode (PLC) ─▶ Opus encode @8/16 kHz ─▶ WhatsApp
 //!   (Opus on both legs: payloads pass through untouched; only SSRC, seq and ts are rewritten)
-//!   RFC 4733 events bypass the audio path in both directions (dtmf::DtmfForwarder)
+//!   RFC 4733 events bypass the audio path in both directions (dtmf::DtmfForwarder);
+//!   toward a PBX without telephone-event they become in-band tones instead
 //! ```
 //!
 //! Drive contract (STYLE.md §1): feed every received packet to [`MediaRelay::handle_packet`],
@@ -31,13 +32,14 @@ use rand::Rng;
 use tracing::{debug, trace, warn};
 
 use crate::codec::{AudioDecoder, AudioEncoder, Codec, MediaError};
+use crate::dtmf::event_to_digit;
 use crate::dtmf::{DtmfForwarder, TelephoneEvent};
 use crate::jitter::{JitterBuffer, JitterConfig, Pull};
 use crate::opus::{OpusDecoder, OpusEncoder, OpusEncoderConfig};
 use crate::rtcp::{self, ReportBlock, SenderInfo};
 use crate::rtp::{RtpPacket, RtpTs, SeqNo, Ssrc};
 use crate::stats::{LegStats, MediaStats, ReceiveStats};
-use crate::tone::DtmfDetector;
+use crate::tone::{DtmfDetector, ToneGenerator};
 
 /// One side of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,6 +209,7 @@ pub struct MediaRelay {
     transcoder: Option<Transcoder>,
     silence_opus: Bytes,
     hold: Option<HoldPlayer>,
+    inband_out: Option<(u8, ToneGenerator)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<RelayEvent>,
     scratch: Vec<u8>,
@@ -318,6 +321,7 @@ impl MediaRelay {
             transcoder,
             silence_opus: Bytes::from(silence),
             hold,
+            inband_out: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
@@ -589,9 +593,10 @@ impl MediaRelay {
             }
             Some(_) => {}
             None => {
-                // interop: a PBX without telephone-event gets the digit only as an event to
-                // the gateway (which may send SIP INFO); tones are not synthesised.
-                trace!("pbx negotiated no telephone-event; digit not forwarded in rtp");
+                // interop: a PBX without telephone-event hears the digit as in-band tones
+                // (transcoding only, see transcode_toward_pbx) and the gateway gets the
+                // DtmfDigit event (for SIP INFO if configured).
+                trace!("pbx negotiated no telephone-event; digit goes in-band");
             }
         }
     }
@@ -703,8 +708,26 @@ impl MediaRelay {
             vec![0; frame]
         };
         if muted {
-            // the digit travels as RFC 4733; do not leak it in-band too
-            pcm.fill(0);
+            match (self.config.pbx_dtmf, self.wa_to_pbx_dtmf.active_event()) {
+                // interop: a PBX without telephone-event hears the digit as tones
+                (None, Some(event)) => {
+                    let rate = self.config.pbx_codec.sample_rate_hz();
+                    if self.inband_out.as_ref().is_none_or(|(e, _)| *e != event) {
+                        self.inband_out = event_to_digit(event)
+                            .and_then(|d| ToneGenerator::dtmf(d, rate))
+                            .map(|g| (event, g));
+                    }
+                    pcm.fill(0);
+                    if let Some((_, g)) = self.inband_out.as_mut() {
+                        pcm.clear();
+                        g.fill(frame, &mut pcm);
+                    }
+                }
+                // the digit travels as RFC 4733; do not leak it in-band too
+                _ => pcm.fill(0),
+            }
+        } else {
+            self.inband_out = None;
         }
         self.scratch.clear();
         if let Err(e) = t.pbx_encoder.encode(&pcm, &mut self.scratch) {

@@ -583,6 +583,49 @@ fn dtmf_from_pbx_reaches_whatsapp_on_pt_126_at_8k() {
 }
 
 #[test]
+fn dtmf_toward_a_pbx_without_telephone_event_becomes_tones() {
+    let mut cfg = config(Codec::Pcmu, 0);
+    cfg.pbx_dtmf = None;
+    let mut run = Run::new(cfg);
+    run.relay.open_wa_gate(run.now);
+    let mut phone = WaPhone::new(1000.0);
+    for _ in 0..10 {
+        let p = phone.next();
+        run.feed(Leg::Wa, p);
+        run.tick();
+    }
+    let before = run.to_pbx.len();
+    let ts = phone.ts.0;
+    for (i, (end, dur)) in [
+        (false, 160),
+        (false, 320),
+        (false, 480),
+        (false, 640),
+        (true, 800),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        run.feed(Leg::Wa, event_packet(126, 100 + i as u16, ts, 9, end, dur));
+        run.tick();
+    }
+    assert!(
+        run.to_pbx.iter().all(|p| p.pt == 0),
+        "no RFC 4733 toward this PBX"
+    );
+    let pcm = decode_all(Codec::Pcmu, &run.to_pbx[before..], 0);
+    let mut det = whatsip_media::tone::DtmfDetector::new(8000, 2);
+    let digits: Vec<char> = pcm.chunks(160).filter_map(|f| det.push_block(f)).collect();
+    assert_eq!(digits, ['9']);
+    let reported = run
+        .events
+        .iter()
+        .filter(|e| matches!(e, RelayEvent::DtmfDigit { digit: '9', .. }))
+        .count();
+    assert_eq!(reported, 1);
+}
+
+#[test]
 fn inband_dtmf_from_pbx_is_detected_once() {
     let mut cfg = config(Codec::Pcmu, 0);
     cfg.inband_dtmf_detection = true;
