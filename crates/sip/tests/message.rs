@@ -349,3 +349,58 @@ fn oversized_request_is_answered_513_when_its_headers_are_readable() {
     // the answer is deterministic, so a retransmitted bad request gets the same one
     assert_eq!(error_response(COMPACT.as_bytes(), &err), Some(resp));
 }
+
+mod stream {
+    use proptest::prelude::*;
+    use whatsip_sip::{ParseLimits, SipMessage, StreamFrame, stream_frame};
+
+    use super::{COMPACT, FOLDED, INSTANCE, IPV6, TEL};
+
+    proptest! {
+        /// Messages and CRLF keep-alives written back to back on a stream, delivered
+        /// in arbitrary chunks, come out of the framer exactly as they went in.
+        #[test]
+        fn framing_reassembles_any_chunking(
+            picks in prop::collection::vec((0usize..5, any::<bool>()), 1..12),
+            cuts in prop::collection::vec(1usize..300, 1..40),
+        ) {
+            let all = [COMPACT, IPV6, TEL, INSTANCE, FOLDED];
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for (i, ping) in &picks {
+                if *ping {
+                    wire.extend_from_slice(b"\r\n\r\n");
+                }
+                wire.extend_from_slice(all[*i].as_bytes());
+                expected.push(all[*i].as_bytes().to_vec());
+            }
+            let limits = ParseLimits::default();
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            let mut pos = 0;
+            let mut cut = cuts.iter().cycle();
+            while pos < wire.len() || !buf.is_empty() {
+                let n = (*cut.next().unwrap()).min(wire.len() - pos);
+                buf.extend_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                loop {
+                    match stream_frame(&buf, &limits).unwrap() {
+                        StreamFrame::Incomplete => break,
+                        StreamFrame::KeepAlive { len } => {
+                            buf.drain(..len);
+                        }
+                        StreamFrame::Message { len } => {
+                            let frame: Vec<u8> = buf.drain(..len).collect();
+                            prop_assert!(SipMessage::parse(&frame, &limits).is_ok());
+                            got.push(frame);
+                        }
+                    }
+                }
+                if pos == wire.len() && !buf.is_empty() {
+                    prop_assert!(false, "left over bytes: {:?}", String::from_utf8_lossy(&buf));
+                }
+            }
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
