@@ -177,6 +177,11 @@ fn leg_and_phone_connect_and_carry_opus_and_dtmf_both_ways() {
             .windows(2)
             .all(|w| w[1].seq.0 == w[0].seq.0.wrapping_add(1))
     );
+    assert_eq!(
+        pair.leg.stats().rtp_packets_received,
+        received_by_leg.len() as u64
+    );
+    assert!(pair.leg.stats().rtp_packets_sent >= 95);
     let at_phone = phone_audio.report();
     assert_eq!(
         at_phone.tone.as_ref().unwrap().freq_hz,
