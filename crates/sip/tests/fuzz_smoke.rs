@@ -13,8 +13,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use whatsip_sip::{
-    InviteClientTxn, InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn, ParseLimits,
-    SipMessage, StatusCode, Tag, TimerConfig, error_response, stream_frame,
+    Branch, Dialog, Host, InviteClientTxn, InviteServerTxn, Method, NonInviteClientTxn,
+    NonInviteServerTxn, ParseLimits, SipMessage, StatusCode, Tag, TimerConfig, Transport, Via,
+    error_response, stream_frame,
 };
 use whatsip_testkit::VirtualClock;
 
@@ -258,6 +259,74 @@ fn transactions_survive_random_inputs() {
             ] {
                 assert!(!done || t.is_none(), "terminated machine keeps a timer");
             }
+        }
+    }
+}
+
+#[test]
+fn dialogs_survive_random_in_dialog_traffic() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let limits = ParseLimits::default();
+    let SipMessage::Request(invite) = SipMessage::parse(CORPUS[0].as_bytes(), &limits).unwrap()
+    else {
+        panic!()
+    };
+    let cfg = TimerConfig::default();
+    let methods = [
+        "INVITE", "ACK", "BYE", "UPDATE", "INFO", "OPTIONS", "NOTIFY", "CANCEL", "X",
+    ];
+    let via = Via::new(
+        Transport::Udp,
+        Host::Domain("h".into()),
+        None,
+        &Branch::new("z9hG4bKx"),
+    );
+    for round in 0..iterations() / 500 {
+        let ok = invite.response(StatusCode::OK, Some(&Tag::new("uas")));
+        let mut d = Dialog::uas(&invite, &ok, "<sip:me@192.0.2.9>", rng.random(), &cfg).unwrap();
+        let mut clock = VirtualClock::new();
+        d.start_2xx_retransmission(ok.clone(), clock.now());
+        let mut was_terminated = false;
+        for _ in 0..40 {
+            match rng.random_range(0..4) {
+                0 => {
+                    clock.advance(Duration::from_millis(rng.random_range(0..10_000)));
+                    d.handle_timeout(clock.now());
+                }
+                1 => {
+                    let m = methods[rng.random_range(0..methods.len())];
+                    let seq: u32 = rng.random_range(0..20);
+                    let from_tag = if rng.random_range(0..8) == 0 {
+                        "other"
+                    } else {
+                        "1928301774"
+                    };
+                    let raw = format!(
+                        "{m} sip:gw@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK{round}x{seq}\r\nFrom: <sip:+15551234567@pbx.example.com>;tag={from_tag}\r\nTo: <sip:+447700900123@gw.example.com>;tag=uas\r\nCall-ID: a84b4c76e66710@gw.example.com\r\nCSeq: {seq} {m}\r\nContact: <sip:pbx@198.51.100.{seq}>\r\n\r\n"
+                    );
+                    let input = mutate(&mut rng, raw.as_bytes());
+                    if let Ok(SipMessage::Request(r)) = SipMessage::parse(&input, &limits) {
+                        let _ = d.handle_request(r, clock.now());
+                    }
+                }
+                2 => {
+                    let m = [Method::Bye, Method::Info, Method::Invite, Method::Update]
+                        [rng.random_range(0..4)]
+                    .clone();
+                    let r = d.create_request(m, &via);
+                    assert!(SipMessage::parse(&r.to_bytes(), &limits).is_ok());
+                    let status = StatusCode::new(rng.random_range(100..700)).unwrap();
+                    d.handle_response(&r.response(status, Some(&Tag::new("x"))));
+                }
+                _ => {
+                    let _ = d.ack_for_retransmission(&ok);
+                }
+            }
+            while d.poll_transmit().is_some() || d.poll_event().is_some() {}
+            if was_terminated {
+                assert!(d.is_terminated(), "a terminated dialog stays terminated");
+            }
+            was_terminated = d.is_terminated();
         }
     }
 }
