@@ -442,6 +442,62 @@ fn hold_sound_plays_toward_whatsapp_while_the_pbx_holds() {
     assert!(level_dbfs(&pcm) < -60.0);
 }
 
+#[test]
+fn rtcp_reports_loss_and_learns_round_trip_time() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use whatsip_media::rtcp::{self, ReportBlock};
+
+    let mut run = Run::new(config(Codec::Pcmu, 0));
+    run.relay.open_wa_gate(run.now);
+    let mut pbx = PbxPhone::new(Codec::Pcmu, 0, 500.0);
+    for i in 0..50 {
+        let p = pbx.next();
+        if i % 10 != 3 {
+            run.feed(Leg::Pbx, p); // 5 of 50 lost
+        }
+        run.tick();
+    }
+    let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let sr = run.relay.rtcp_report(Leg::Pbx, "whatsip", run.now, wall);
+    let reports = rtcp::parse_reports(&sr).unwrap();
+    let ours = run.relay.ssrc(Leg::Pbx);
+    assert_eq!(reports[0].ssrc, ours);
+    let sender = reports[0].sender.expect("we have sent, so this is an SR");
+    assert_eq!(sender.packet_count, 50);
+    assert_eq!(sender.octet_count, 50 * 160);
+    let block = reports[0].blocks[0];
+    assert_eq!(block.ssrc, Ssrc(0xb0b));
+    assert_eq!(block.cumulative_lost, 5);
+    assert!(block.fraction_lost > 0);
+    // the PBX answers 150 ms later, having held our SR for 100 ms
+    let rr = {
+        let mut out = Vec::new();
+        let echo = ReportBlock {
+            ssrc: ours,
+            fraction_lost: 0,
+            cumulative_lost: 2,
+            highest_seq: 1000,
+            jitter: 7,
+            lsr: rtcp::ntp_mid32(sender.ntp),
+            dlsr: 65_536 / 10,
+        };
+        rtcp::build_report(Ssrc(0xb0b), None, &[echo], "pbx", &mut out);
+        out
+    };
+    let later: SystemTime = wall + Duration::from_millis(150);
+    run.relay.handle_rtcp(Leg::Pbx, &rr, run.now, later);
+    run.relay
+        .handle_rtcp(Leg::Pbx, &[0x80, 201, 0, 9], run.now, later); // truncated: ignored
+    let stats = run.relay.stats();
+    let rtt = stats.pbx.rtt.expect("rtt learned");
+    assert!(
+        rtt.abs_diff(Duration::from_millis(50)) < Duration::from_millis(2),
+        "{rtt:?}"
+    );
+    assert_eq!(stats.pbx.remote_packets_lost, 2);
+    assert_eq!(stats.pbx.remote_jitter_ticks, 7);
+}
+
 fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> RtpPacket {
     RtpPacket {
         pt,
