@@ -382,6 +382,34 @@ impl DigestClient {
     }
 }
 
+impl crate::message::Headers {
+    /// Digest challenges in `WWW-Authenticate` (or, with `proxy`, in
+    /// `Proxy-Authenticate`), skipping other schemes and malformed ones.
+    pub fn digest_challenges(&self, proxy: bool) -> Vec<Challenge> {
+        let name = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        self.get_all(name)
+            .filter_map(|v| Challenge::parse(v).ok())
+            .collect()
+    }
+
+    /// Digest credentials in `Authorization` (or, with `proxy`, in
+    /// `Proxy-Authorization`) for `realm`.
+    pub fn digest_credentials(&self, proxy: bool, realm: &str) -> Option<Credentials> {
+        let name = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
+        self.get_all(name)
+            .filter_map(|v| Credentials::parse(v).ok())
+            .find(|c| c.realm == realm)
+    }
+}
+
 /// Which challenge a [`DigestServer`] issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengeKind {
@@ -746,6 +774,11 @@ Content-Length: 0\r\n\r\n";
         let challenge = srv.challenge(&req, Some(&Tag::new("t")), false, t0);
         assert_eq!(challenge.status.as_u16(), 401);
         assert_eq!(challenge.headers.count("WWW-Authenticate"), 2);
+        let offered = challenge.headers.digest_challenges(false);
+        assert_eq!(
+            offered.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
+            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
         assert!(srv.verify(&req, pw, t0).is_err(), "no credentials yet");
 
         let mut client = DigestClient::new("trunk", "s3cret");
