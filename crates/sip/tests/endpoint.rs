@@ -245,7 +245,7 @@ async fn options_pinger_reports_peer_up_then_down() {
     let (server, _stats) = uas().await;
     let peer = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
     let (_client, mut ev) = endpoint(|c| {
-        c.t1 = Duration::from_millis(50);
+        c.timers.t1 = Duration::from_millis(50);
         c.ping = vec![whatsip_sip::endpoint::PingTarget {
             target: peer.clone(),
             uri: Uri::parse("sip:pbx@127.0.0.1").unwrap(),
@@ -277,7 +277,7 @@ async fn request_timeout_reports_timeout() {
     // Nobody listens: Timer F fires (fast T1) and the handle says Timeout.
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
-    let (client, _ev) = endpoint(|c| c.t1 = Duration::from_millis(20)).await;
+    let (client, _ev) = endpoint(|c| c.timers.t1 = Duration::from_millis(20)).await;
     let local = client.local_addr(TransportKind::Udp, dead_addr).unwrap();
     let mut h = client
         .send_request(
@@ -649,4 +649,23 @@ async fn cancel_after_final_gets_200_without_487_and_stray_ack_is_dropped() {
     );
     let s = stats.lock().unwrap().clone();
     assert_eq!((s.invites, s.cancelled, s.acks), (1, 0, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn unsupported_method_gets_405_with_allow() {
+    let (server, _stats) = uas().await;
+    let (client, _ev) = endpoint(|_| {}).await;
+    let target = Target::new(TransportKind::Udp, addr_of(&server, TransportKind::Udp));
+    let local = client.local_addr(TransportKind::Udp, target.addr).unwrap();
+    let mut req = options(local, None);
+    req.method = Method::Register;
+    req.headers.set(HeaderName::CSEQ, "1 REGISTER");
+    let mut h = client.send_request(req, target).await.unwrap();
+    let r = tokio::time::timeout(WAIT, h.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 405);
+    assert!(r.headers.allow().contains(&Method::Invite));
+    assert!(!r.headers.allow().contains(&Method::Register));
 }

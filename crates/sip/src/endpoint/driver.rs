@@ -127,12 +127,7 @@ impl Driver {
         events: mpsc::Sender<EndpointEvent>,
         stats: Arc<SharedStats>,
     ) -> Self {
-        let timers = TimerConfig {
-            t1: config.t1,
-            t2: config.t2,
-            t4: config.t4,
-            ..TimerConfig::default()
-        };
+        let timers = config.timers.clone();
         let mut rng = StdRng::from_os_rng();
         let pings = config
             .ping
@@ -1047,6 +1042,14 @@ impl Driver {
             count(&self.stats.overload_503);
             let mut resp = req.response(StatusCode::SERVICE_UNAVAILABLE, None);
             resp.headers.push(HeaderName::RETRY_AFTER, "30");
+            let _ = self.respond(id, resp, now);
+            return;
+        }
+        if !self.config.allow.contains(&req.method) {
+            // RFC 3261 §8.2.1: 405 with the methods we do support.
+            debug!(method = %req.method, "method not allowed: 405");
+            let mut resp = req.response(StatusCode::METHOD_NOT_ALLOWED, None);
+            self.capabilities(&mut resp);
             let _ = self.respond(id, resp, now);
             return;
         }

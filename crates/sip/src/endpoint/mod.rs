@@ -107,15 +107,12 @@ pub struct PingTarget {
 pub struct EndpointConfig {
     /// Sockets and limits.
     pub transport: TransportConfig,
-    /// T1 (RTT estimate), default 500 ms, RFC 3261 §17.1.1.1.
-    pub t1: Duration,
-    /// T2 (max non-INVITE / response retransmit interval), default 4 s.
-    pub t2: Duration,
-    /// T4 (max time a message stays in the network), default 5 s.
-    pub t4: Duration,
+    /// Transaction timers: T1 500 ms, T2 4 s, T4 5 s, Timer C 181 s by default
+    /// (RFC 3261 §17.1.1.1 table 4).
+    pub timers: crate::transaction::TimerConfig,
     /// `User-Agent`/`Server` header value.
     pub user_agent: String,
-    /// Methods listed in `Allow` (OPTIONS answers, 405s).
+    /// Methods accepted and listed in `Allow`; other requests get 405 (RFC 3261 §8.2.1).
     pub allow: Vec<Method>,
     /// Option tags listed in `Supported`.
     pub supported: Vec<String>,
@@ -139,9 +136,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             transport: TransportConfig::default(),
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
+            timers: crate::transaction::TimerConfig::default(),
             user_agent: concat!("whatsip/", env!("CARGO_PKG_VERSION")).to_owned(),
             allow: vec![
                 Method::Invite,
