@@ -151,6 +151,7 @@ fn start_sipp(
     port: u16,
     media_port: u16,
     dir: &Path,
+    calls: u64,
 ) -> std::thread::JoinHandle<SippRun> {
     let scenario = repo_root().join("tests/sipp").join(scenario);
     assert!(scenario.is_file(), "{} missing", scenario.display());
@@ -170,7 +171,7 @@ fn start_sipp(
         "-t".into(),
         kind.sipp_flag().into(),
         "-m".into(),
-        "1".into(),
+        calls.to_string(),
         "-nostdin".into(),
         "-timeout".into(),
         "90s".into(),
@@ -245,6 +246,20 @@ async fn harness_with(
     ring_timeout_s: u64,
     faults: Faults,
 ) -> Option<Harness> {
+    harness_full(kind, scenario, ring_timeout_s, faults, 1, "agent", "").await
+}
+
+/// As [`harness_with`], with SIPp taking `sipp_calls` calls, the rule's target user and
+/// extra rule lines (`fallback = …`).
+async fn harness_full(
+    kind: Kind,
+    scenario: Option<&str>,
+    ring_timeout_s: u64,
+    faults: Faults,
+    sipp_calls: u64,
+    target_user: &str,
+    rule_extra: &str,
+) -> Option<Harness> {
     let sipp = sipp()?;
     let dir = std::env::temp_dir().join(format!(
         "whatsip-e2e-{}-{}",
@@ -255,8 +270,11 @@ async fn harness_with(
     let dir = TempDir(dir);
     let sipp_port = free_port();
     let sipp_media = free_port();
-    let sipp =
-        scenario.map(|scenario| start_sipp(sipp, kind, scenario, sipp_port, sipp_media, &dir.0));
+    let sipp = scenario.map(|scenario| {
+        start_sipp(
+            sipp, kind, scenario, sipp_port, sipp_media, &dir.0, sipp_calls,
+        )
+    });
     match (kind, scenario) {
         (_, None) => {}
         (Kind::Tcp, Some(_)) => wait_tcp_listening(sipp_port).await,
@@ -329,8 +347,9 @@ ring_timeout_s = {ring_timeout_s}
 [[dialplan.rule]]
 name = "e2e-agents"
 direction = "inbound"
-target = "sip:agent@127.0.0.1:{sipp_port}"
+target = "sip:{target_user}@127.0.0.1:{sipp_port}"
 headers = {{ "X-E2E-Rule" = "${{rule}}" }}
+{rule_extra}
 "#,
         graph = sim.base_url(),
         transport = kind.name(),
@@ -795,4 +814,50 @@ async fn e2e_udp_session_timer_refreshes_are_answered_locally() {
             .any(|k| matches!(k, MilestoneKind::HoldChanged { .. })),
         "{ms:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_busy_takes_the_dial_plan_fallback() {
+    let _serial = SERIAL.lock().await;
+    let fallback = r#"fallback = [ { on = ["busy"], target = "sip:overflow@127.0.0.1", ring_timeout_s = 10 } ]"#;
+    let Some(mut h) = harness_full(
+        Kind::Udp,
+        Some("uas_wa_fallback.xml"),
+        20,
+        Faults::default(),
+        2,
+        "busy",
+        fallback,
+    )
+    .await
+    else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .expect("the fallback target answered");
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back: {status:?}");
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    let m = &run.messages;
+    let busy = m.find("INVITE sip:busy@").expect("first attempt");
+    let overflow = m.find("INVITE sip:overflow@").expect("fallback attempt");
+    assert!(busy < overflow, "{m}");
+    assert!(m.contains("486 Busy Here"), "{m}");
+    // Meta saw one call: pre_accept once, accept once, no reject in between
+    assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    let ms = h.finish().await;
+    let invites: Vec<usize> = ms
+        .iter()
+        .filter_map(|k| match k {
+            MilestoneKind::InviteSent { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(invites, [0, 1], "{ms:?}");
 }
