@@ -32,8 +32,8 @@ use rand::Rng;
 use tracing::{debug, trace, warn};
 
 use crate::codec::{AudioDecoder, AudioEncoder, Codec, MediaError};
-use crate::dtmf::event_to_digit;
 use crate::dtmf::{DtmfForwarder, TelephoneEvent};
+use crate::dtmf::{DtmfPayload, digit_to_event, event_to_digit};
 use crate::jitter::{JitterBuffer, JitterConfig, Pull};
 use crate::opus::{OpusDecoder, OpusEncoder, OpusEncoderConfig};
 use crate::rtcp::{self, ReportBlock, SenderInfo};
@@ -210,6 +210,8 @@ pub struct MediaRelay {
     silence_opus: Bytes,
     hold: Option<HoldPlayer>,
     inband_out: Option<(u8, ToneGenerator)>,
+    wa_dtmf_out: DtmfOut,
+    pbx_dtmf_out: DtmfOut,
     transmits: VecDeque<Transmit>,
     events: VecDeque<RelayEvent>,
     scratch: Vec<u8>,
@@ -226,6 +228,23 @@ struct Transcoder {
     pbx_last_frame: Vec<i16>,
     pbx_concealed_run: u32,
     inband: Option<DtmfDetector>,
+}
+
+/// Digits this relay originates on one leg (RFC 4733 §2.5: one update per ptime, then the
+/// end packet three times).
+#[derive(Debug, Default)]
+struct DtmfOut {
+    queue: VecDeque<(u8, Duration)>,
+    current: Option<Generating>,
+}
+
+#[derive(Debug)]
+struct Generating {
+    event: u8,
+    ts: RtpTs,
+    total_ticks: u32,
+    elapsed_ticks: u32,
+    ends_sent: u8,
 }
 
 #[derive(Debug)]
@@ -322,6 +341,8 @@ impl MediaRelay {
             silence_opus: Bytes::from(silence),
             hold,
             inband_out: None,
+            wa_dtmf_out: DtmfOut::default(),
+            pbx_dtmf_out: DtmfOut::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
@@ -353,6 +374,33 @@ impl MediaRelay {
             }
             self.pbx_direction = direction;
         }
+    }
+
+    /// Sends a DTMF digit on `to` as RFC 4733 events, e.g. a SIP INFO digit from the PBX
+    /// toward WhatsApp. Digits queue behind one another; `duration` is clamped to
+    /// 40 ms..=5 s. Fails for an unknown digit or a PBX without telephone-event.
+    pub fn send_dtmf(
+        &mut self,
+        to: Leg,
+        digit: char,
+        duration: Duration,
+    ) -> Result<(), MediaError> {
+        let event = digit_to_event(digit)
+            .ok_or_else(|| MediaError::Config(format!("not a dtmf digit: {digit:?}")))?;
+        if to == Leg::Pbx && self.config.pbx_dtmf.is_none() {
+            return Err(MediaError::Config(
+                "pbx negotiated no telephone-event".into(),
+            ));
+        }
+        let duration = duration.clamp(Duration::from_millis(40), Duration::from_secs(5));
+        let out = match to {
+            Leg::Wa => &mut self.wa_dtmf_out,
+            Leg::Pbx => &mut self.pbx_dtmf_out,
+        };
+        if out.queue.len() < 32 {
+            out.queue.push_back((event, duration));
+        }
+        Ok(())
     }
 
     /// Whether Opus passes through untouched (the PBX negotiated Opus).
@@ -418,6 +466,12 @@ impl MediaRelay {
     pub fn handle_tick(&mut self, now: Instant) {
         self.tick_toward_pbx(now);
         self.tick_toward_wa(now);
+        if self.wa_gate_open {
+            self.tick_dtmf_out(Leg::Wa);
+        }
+        if self.pbx_direction.receives() {
+            self.tick_dtmf_out(Leg::Pbx);
+        }
         self.check_timeouts(now);
         self.next_tick += self.config.ptime;
         if self.next_tick + 5 * self.config.ptime < now {
@@ -793,6 +847,69 @@ impl MediaRelay {
             return Some(self.silence_opus.clone());
         }
         Some(Bytes::copy_from_slice(&self.scratch))
+    }
+
+    fn tick_dtmf_out(&mut self, leg: Leg) {
+        let (te, out, sender) = match leg {
+            Leg::Wa => (
+                Some(self.config.wa_dtmf),
+                &mut self.wa_dtmf_out,
+                &mut self.wa_out,
+            ),
+            Leg::Pbx => (
+                self.config.pbx_dtmf,
+                &mut self.pbx_dtmf_out,
+                &mut self.pbx_out,
+            ),
+        };
+        let Some(te) = te else {
+            out.queue.clear();
+            return;
+        };
+        let step =
+            (u128::from(te.clock_rate_hz) * self.config.ptime.as_micros() / 1_000_000) as u32;
+        if out.current.is_none() {
+            let Some((event, duration)) = out.queue.pop_front() else {
+                return;
+            };
+            let total = (u128::from(te.clock_rate_hz) * duration.as_micros() / 1_000_000) as u32;
+            out.current = Some(Generating {
+                event,
+                // the event starts at the frame just sent (RFC 4733 §2.5.1.2)
+                ts: RtpTs(sender.next_ts.0.wrapping_sub(sender.ts_per_frame)),
+                total_ticks: total.min(u32::from(u16::MAX)),
+                elapsed_ticks: 0,
+                ends_sent: 0,
+            });
+        }
+        let Some(g) = out.current.as_mut() else {
+            return;
+        };
+        let first = g.elapsed_ticks == 0;
+        g.elapsed_ticks = (g.elapsed_ticks + step).min(g.total_ticks);
+        let end = g.elapsed_ticks >= g.total_ticks;
+        let payload = DtmfPayload {
+            event: g.event,
+            end,
+            volume: 10,
+            duration: g.elapsed_ticks as u16,
+        };
+        let packet = RtpPacket {
+            pt: te.pt,
+            seq: sender.take_seq(),
+            ts: g.ts,
+            ssrc: sender.ssrc,
+            marker: first,
+            payload: Bytes::copy_from_slice(&payload.to_bytes()),
+        };
+        sender.sent += 1;
+        if end {
+            g.ends_sent += 1;
+            if g.ends_sent >= 3 {
+                out.current = None;
+            }
+        }
+        self.transmits.push_back(Transmit { leg, packet });
     }
 
     fn check_timeouts(&mut self, now: Instant) {

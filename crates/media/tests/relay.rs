@@ -682,6 +682,90 @@ fn dtmf_toward_a_pbx_without_telephone_event_becomes_tones() {
 }
 
 #[test]
+fn relay_originated_dtmf_follows_rfc4733_on_both_legs() {
+    let mut cfg = config(Codec::Opus, 96);
+    cfg.pbx_dtmf = Some(TelephoneEvent {
+        pt: 101,
+        clock_rate_hz: 48_000,
+    });
+    let mut run = Run::new(cfg);
+    run.relay.open_wa_gate(run.now);
+    run.tick();
+    run.relay
+        .send_dtmf(Leg::Wa, '#', Duration::from_millis(100))
+        .unwrap();
+    run.relay
+        .send_dtmf(Leg::Wa, '1', Duration::from_millis(40))
+        .unwrap();
+    run.relay
+        .send_dtmf(Leg::Pbx, '7', Duration::from_millis(60))
+        .unwrap();
+    assert!(run.relay.send_dtmf(Leg::Wa, 'x', Duration::ZERO).is_err());
+    for _ in 0..20 {
+        run.tick();
+    }
+    let wa: Vec<(u8, bool, u16, u32, bool)> = run
+        .to_wa
+        .iter()
+        .filter(|p| p.pt == 126)
+        .map(|p| {
+            let d = DtmfPayload::parse(&p.payload).unwrap();
+            (d.event, d.end, d.duration, p.ts.0, p.marker)
+        })
+        .collect();
+    let ts0 = wa[0].3;
+    let ts1 = wa[7].3;
+    assert_eq!(
+        wa,
+        [
+            (11, false, 160, ts0, true),
+            (11, false, 320, ts0, false),
+            (11, false, 480, ts0, false),
+            (11, false, 640, ts0, false),
+            (11, true, 800, ts0, false),
+            (11, true, 800, ts0, false),
+            (11, true, 800, ts0, false),
+            (1, false, 160, ts1, true),
+            (1, true, 320, ts1, false),
+            (1, true, 320, ts1, false),
+            (1, true, 320, ts1, false),
+        ]
+    );
+    assert_eq!(
+        ts1.wrapping_sub(ts0),
+        7 * 960,
+        "the second digit starts 7 frames later"
+    );
+    let pbx: Vec<u16> = run
+        .to_pbx
+        .iter()
+        .filter(|p| p.pt == 101)
+        .map(|p| DtmfPayload::parse(&p.payload).unwrap().duration)
+        .collect();
+    assert_eq!(
+        pbx,
+        [960, 1920, 2880, 2880, 2880],
+        "48 kHz clock on the PBX leg"
+    );
+    assert_continuous_seq(&run.to_wa);
+    let mut cfg = config(Codec::Pcmu, 0);
+    cfg.pbx_dtmf = None;
+    let mut no_te = Run::new(cfg);
+    assert!(
+        no_te
+            .relay
+            .send_dtmf(Leg::Pbx, '1', Duration::from_millis(100))
+            .is_err()
+    );
+}
+
+fn assert_continuous_seq(packets: &[RtpPacket]) {
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.next());
+    }
+}
+
+#[test]
 fn inband_dtmf_from_pbx_is_detected_once() {
     let mut cfg = config(Codec::Pcmu, 0);
     cfg.inband_dtmf_detection = true;

@@ -175,6 +175,15 @@ pub enum MediaCommand {
     OpenWaGate,
     /// The PBX's SDP changed direction (hold/resume).
     SetPbxDirection(Direction),
+    /// Send a DTMF digit on a leg as RFC 4733 (e.g. a SIP INFO digit from the PBX).
+    SendDtmf {
+        /// The leg to send it on.
+        to: Leg,
+        /// `0-9 * # A-D`.
+        digit: char,
+        /// How long the key is held.
+        duration: Duration,
+    },
     /// Reply with a statistics snapshot.
     Stats(oneshot::Sender<MediaStats>),
     /// End the task; its join handle returns the final statistics.
@@ -283,6 +292,11 @@ async fn run(
                     Some(MediaCommand::WaPacket(p)) => relay.handle_packet(Leg::Wa, p, now),
                     Some(MediaCommand::OpenWaGate) => relay.open_wa_gate(now),
                     Some(MediaCommand::SetPbxDirection(d)) => relay.set_pbx_direction(d, now),
+                    Some(MediaCommand::SendDtmf { to, digit, duration }) => {
+                        if let Err(e) = relay.send_dtmf(to, digit, duration) {
+                            warn!(error = %e, "cannot send dtmf");
+                        }
+                    }
                     Some(MediaCommand::Stats(reply)) => {
                         let _ = reply.send(relay.stats());
                     }
