@@ -382,3 +382,40 @@ async fn our_uac_udp_calls_lossy_sipp_uas_through_retransmissions() {
     let sent = ep.transport().stats().messages_sent;
     assert!(sent > 3 * calls, "expected retransmissions, sent {sent}");
 }
+
+async fn our_uac_cancels_sipp_uas(kind: TransportKind) {
+    if sipp().is_none() {
+        return;
+    }
+    let (addr, sipp_uas) = start_sipp_uas(kind, "uas_ring_cancel.xml", 1);
+    wait_listening(kind, addr).await;
+    let (ep, _events) = endpoint(|_| {}).await;
+    let target = Target::new(kind, addr);
+    let local = ep.local_addr(kind, addr).unwrap();
+    let mut h = ep
+        .send_request(invite(local, kind, "sip:sipp@127.0.0.1", 70), target)
+        .await
+        .unwrap();
+    // Cancel at once; the endpoint holds the CANCEL until SIPp's 180 (RFC 3261 §9.1).
+    ep.cancel(h.id).await.unwrap();
+    let r = tokio::time::timeout(WAIT, h.final_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 487);
+    let run = tokio::task::spawn_blocking(move || sipp_uas.join().unwrap())
+        .await
+        .unwrap();
+    // SIPp saw our CANCEL (same branch as the INVITE) and our ACK for the 487.
+    assert_sipp_ok(&run, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_uac_udp_cancels_ringing_sipp_uas() {
+    our_uac_cancels_sipp_uas(TransportKind::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_uac_tcp_cancels_ringing_sipp_uas() {
+    our_uac_cancels_sipp_uas(TransportKind::Tcp).await;
+}
