@@ -847,6 +847,13 @@ impl Driver {
     }
 
     fn on_response(&mut self, resp: Response, now: Instant) {
+        // One span per message, so logs can be followed by Call-ID (STYLE.md §6).
+        let span = tracing::debug_span!(
+            "sip_response",
+            call_id = resp.call_id().as_ref().map(CallId::as_str),
+            status = resp.status.as_u16()
+        );
+        let _entered = span.enter();
         let key = resp
             .branch()
             .zip(resp.cseq())
@@ -874,6 +881,13 @@ impl Driver {
     }
 
     fn on_request(&mut self, mut req: Request, received: &Received, now: Instant) {
+        let span = tracing::debug_span!(
+            "sip_request",
+            call_id = req.call_id().as_ref().map(CallId::as_str),
+            method = %req.method,
+            source = %received.source
+        );
+        let _entered = span.enter();
         let Some(via) = stamp_received(&mut req, received.source) else {
             return;
         };
