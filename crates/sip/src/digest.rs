@@ -5,8 +5,10 @@
 //!   `Authorization` / `Proxy-Authorization` value. The `nc` counter grows per nonce
 //!   and the `cnonce` comes from the RNG handed in.
 //! - **Server** ([`DigestServer`]): issues challenges whose nonce is
-//!   `hex(timestamp) "." hex(HMAC-SHA256(secret, timestamp ":" realm))`, so no state
-//!   is kept per challenge; verifies answers, reports an expired nonce as `stale`
+//!   `hex(timestamp) "." hex(counter) "." hex(HMAC-SHA256(secret, …))`, unique per
+//!   challenge (two calls challenged in the same second get different nonces, so a
+//!   client restarting `nc` at 1 is not mistaken for a replay) and verifiable without
+//!   keeping state per challenge; verifies answers, reports an expired nonce as `stale`
 //!   (the client retries without asking the user), and refuses a replayed or
 //!   non-increasing `nc` for a nonce (replay protection).
 //!
@@ -453,6 +455,9 @@ pub struct DigestServer {
     cfg: DigestServerConfig,
     /// Highest `nc` accepted per nonce, with the nonce's timestamp for pruning.
     seen: HashMap<String, (u64, u32)>,
+    /// Nonces issued so far: makes every nonce unique within the process (the random
+    /// secret makes them unique across restarts).
+    issued: u64,
 }
 
 const MAX_TRACKED_NONCES: usize = 10_000;
@@ -463,29 +468,33 @@ impl DigestServer {
         Self {
             cfg,
             seen: HashMap::new(),
+            issued: 0,
         }
     }
 
-    /// A fresh nonce for wall time `now`.
-    pub fn nonce(&self, now: SystemTime) -> String {
+    /// A fresh nonce for wall time `now`, never issued before by this server.
+    pub fn nonce(&mut self, now: SystemTime) -> String {
         let ts = unix_secs(now);
-        format!("{ts:x}.{}", self.nonce_mac(ts))
+        self.issued = self.issued.wrapping_add(1);
+        let id = format!("{ts:x}.{:x}", self.issued);
+        let mac = self.nonce_mac(&id);
+        format!("{id}.{mac}")
     }
 
-    fn nonce_mac(&self, ts: u64) -> String {
+    fn nonce_mac(&self, id: &str) -> String {
         // HMAC accepts keys of any length, so new_from_slice cannot fail here.
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.cfg.secret) {
             Ok(m) => m,
             Err(_) => return String::new(),
         };
-        mac.update(format!("{ts:x}:{}", self.cfg.realm).as_bytes());
+        mac.update(format!("{id}:{}", self.cfg.realm).as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// The 401/407 challenging `req` (one challenge per configured algorithm), with
     /// `stale=true` when the previous nonce merely expired.
     pub fn challenge(
-        &self,
+        &mut self,
         req: &Request,
         to_tag: Option<&Tag>,
         stale: bool,
@@ -542,9 +551,10 @@ impl DigestServer {
         if creds.uri != req.uri.to_string() {
             return Err(DigestError::Mismatch("uri"));
         }
-        let (ts_hex, mac) = creds.nonce.split_once('.').ok_or(DigestError::BadNonce)?;
+        let (id, mac) = creds.nonce.rsplit_once('.').ok_or(DigestError::BadNonce)?;
+        let ts_hex = id.split('.').next().unwrap_or("");
         let ts = u64::from_str_radix(ts_hex, 16).map_err(|_| DigestError::BadNonce)?;
-        let expected_mac = self.nonce_mac(ts);
+        let expected_mac = self.nonce_mac(id);
         if expected_mac.is_empty() || !bool::from(mac.as_bytes().ct_eq(expected_mac.as_bytes())) {
             return Err(DigestError::BadNonce);
         }
@@ -838,13 +848,36 @@ Content-Length: 0\r\n\r\n";
     }
 
     #[test]
+    fn two_challenges_in_the_same_second_get_different_nonces() {
+        // SIPp restarts nc at 1 for every call: with a repeated nonce its second call
+        // would be refused as a replay.
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut srv = server(ChallengeKind::Www);
+        let req = invite();
+        let c1 = srv.challenge(&req, None, false, t0);
+        let c2 = srv.challenge(&req, None, false, t0);
+        let n1 = c1.headers.digest_challenges(false)[0].nonce.clone();
+        let n2 = c2.headers.digest_challenges(false)[0].nonce.clone();
+        assert_ne!(n1, n2);
+        for c in [&c1, &c2] {
+            let mut retry = req.clone();
+            // a fresh client per call, as SIPp does: nc starts at 1 each time
+            DigestClient::new("trunk", "s3cret")
+                .authorize(&mut retry, c, &mut rng)
+                .unwrap();
+            assert_eq!(srv.verify(&retry, pw, t0).unwrap(), "trunk");
+        }
+    }
+
+    #[test]
     fn forged_nonce_is_refused() {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut srv = server(ChallengeKind::Www);
         let mut req = invite();
         let forged = Challenge {
             realm: "pbx.example.com".into(),
-            nonce: "6b49d200.00000000000000000000000000000000".into(),
+            nonce: "6b49d200.1.00000000000000000000000000000000".into(),
             opaque: None,
             algorithm: DigestAlgorithm::Md5,
             qop: vec!["auth".into()],
