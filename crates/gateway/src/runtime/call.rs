@@ -23,7 +23,6 @@ use whatsip_media::webrtc::{WaCallHandle, WaLegEvent, WebRtcEndpoint};
 use whatsip_media::{
     Codec as MediaCodec, Direction, Leg, MediaRelay, RelayConfig, RelayEvent, RtpPacket,
 };
-use whatsip_meta::rt::GraphSide;
 use whatsip_meta::side::WhatsAppSide;
 use whatsip_sip::endpoint::{ClientEvent, ClientTxnId, Endpoint, IncomingRequest, ack_for_2xx};
 use whatsip_sip::transport::Target;
@@ -124,20 +123,24 @@ pub(crate) enum CallCommand {
 
 /// Everything a call starts with.
 #[derive(Debug)]
-pub(crate) struct CallSetup {
+pub(crate) struct CallSetup<S> {
     pub(crate) caller: WaCaller,
     pub(crate) wa_call_id: whatsip_meta::WaCallId,
     pub(crate) offer_sdp: String,
     pub(crate) route: InboundRoute,
-    pub(crate) side: GraphSide,
+    /// The WhatsApp side (Graph API today, SIP mode later): only its trait is used.
+    pub(crate) side: S,
 }
 
 /// Registers the call and returns its task (to spawn); `None` if the call is live already.
 /// The task removes the call from the registry when both legs are released.
-pub(crate) fn start(
+pub(crate) fn start<S>(
     shared: Arc<Shared>,
-    setup: CallSetup,
-) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    setup: CallSetup<S>,
+) -> Option<impl std::future::Future<Output = ()> + Send + 'static>
+where
+    S: WhatsAppSide + 'static,
+{
     let (tx, rx) = mpsc::channel(64);
     let wa_id = setup.caller.call_id.as_str().to_owned();
     if !shared.registry.insert(&wa_id, tx) {
@@ -183,14 +186,14 @@ enum Wake {
     WaClosedGrace,
 }
 
-struct CallTask {
+struct CallTask<S> {
     shared: Arc<Shared>,
     span: Span,
     core: InboundCall,
     caller: WaCaller,
     wa_call_id: whatsip_meta::WaCallId,
     offer_sdp: String,
-    side: GraphSide,
+    side: S,
     commands: mpsc::Receiver<CallCommand>,
     commands_open: bool,
     pbx_tx: mpsc::Sender<(usize, ClientEvent)>,
@@ -210,10 +213,10 @@ struct CallTask {
     wa_closed_at: Option<Instant>,
 }
 
-impl CallTask {
+impl<S: WhatsAppSide + 'static> CallTask<S> {
     fn new(
         shared: Arc<Shared>,
-        setup: CallSetup,
+        setup: CallSetup<S>,
         commands: mpsc::Receiver<CallCommand>,
         span: Span,
     ) -> Self {
