@@ -38,6 +38,7 @@
 
 pub mod call;
 pub mod config;
+pub mod demo;
 pub mod dialplan;
 pub mod pbx_standin;
 pub mod permission;

@@ -267,17 +267,36 @@ fn init_logging(cfg: &Config) {
 }
 
 fn demo() -> ExitCode {
-    match Config::demo() {
-        Ok(_cfg) => {
-            eprintln!(
-                "demo config ok; the demo (simulator, gateway, stand-in PBX) is not wired yet"
-            );
-            ExitCode::from(2)
-        }
+    use whatsip_gateway::demo::{DemoOptions, run_demo};
+    // Quiet logs: the demo's own output is the point (RUST_LOG=info shows the gateway's).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            // a bug: the embedded config is tested
-            eprintln!("error: embedded demo config invalid: {e}");
-            ExitCode::FAILURE
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "whatsip demo: Meta simulator (WebRTC phone) -> whatsip -> stand-in PBX (answer + echo), all on 127.0.0.1"
+    );
+    let _ = out.flush();
+    let report = runtime.block_on(run_demo(DemoOptions::default()));
+    let _ = write!(out, "{report}");
+    let _ = out.flush();
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
