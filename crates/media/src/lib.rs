@@ -6,12 +6,14 @@
 //! - [`MediaRelay`], one per call: jitter buffers, Opus ⇄ G.711/G.722 transcoding (or Opus
 //!   pass-through), RFC 4733 DTMF conversion, WhatsApp watchdog filling, media timeouts and
 //!   per-call [`MediaStats`];
-//! - the PBX leg's SDP offer/answer as pure functions and the port allocator ([`sdp`]);
+//! - the PBX leg's SDP offer/answer as pure functions and the port allocator ([`sdp`]),
+//!   RTCP reports ([`rtcp`]) and SDES-SRTP ([`srtp`]);
 //! - codecs ([`g711`], [`G722Encoder`], [`OpusEncoder`]) and test-signal analysis ([`tone`]).
 //!
 //! Cores never touch sockets, clocks or threads; the tokio drivers behind the `rt` feature
-//! do. Drive loop: feed input with `handle_*(.., now)`, then drain `poll_transmit` and
-//! `poll_event` until both return `None`, then sleep until `poll_timeout()`.
+//! do (`driver::spawn_pbx_media` for the PBX leg, `webrtc` for the WhatsApp leg). Drive
+//! loop: feed input with `handle_*(.., now)`, then drain `poll_transmit` and `poll_event`
+//! until both return `None`, then sleep until `poll_timeout()`.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

@@ -251,4 +251,19 @@ mod tests {
         );
         assert_eq!(parse_reports(&out[..10]), Err(RtcpError::Truncated));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_rtcp_never_panics(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+        ) {
+            let _ = parse_reports(&data);
+            let mut fixed = data.clone();
+            if fixed.len() >= 4 {
+                fixed[0] = 0x80 | (fixed[0] & 0x1f);
+                fixed[1] = 200 + (fixed[1] & 1);
+            }
+            let _ = parse_reports(&fixed);
+        }
+    }
 }

@@ -812,6 +812,21 @@ mod tests {
         assert_eq!((n.codec, n.pt, n.dtmf), (Codec::Pcmu, 0, None));
     }
 
+    proptest::proptest! {
+        /// Any text, including mangled copies of a real offer, is answered or refused
+        /// without panicking.
+        #[test]
+        fn arbitrary_sdp_never_panics(
+            cut_at in 0usize..400,
+            junk in "[ -~\r\n]{0,200}",
+        ) {
+            let mut offer: String = ASTERISK_OFFER.chars().take(cut_at).collect();
+            offer.push_str(&junk);
+            let _ = answer_offer(&offer, &local(), &PbxSdpConfig::default());
+            let _ = parse_answer(&junk, &PbxSdpConfig::default(), false);
+        }
+    }
+
     #[test]
     fn port_allocator_hands_out_even_pairs_round_robin() {
         let mut a = PortAllocator::new(10_001..=10_008).unwrap();

@@ -460,6 +460,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+            attr in "[ -~]{0,80}",
+        ) {
+            let key = SdesKey::from_parts(1, [9; 16], [8; 14]);
+            let mut ctx = SrtpContext::new(&key);
+            let mut p = data.clone();
+            let _ = ctx.unprotect_rtp(&mut p);
+            let mut p = data.clone();
+            let _ = ctx.unprotect_rtcp(&mut p);
+            let mut p = data;
+            let _ = ctx.protect_rtp(&mut p);
+            let _ = SdesKey::parse_attribute(&attr);
+        }
+    }
+
     #[test]
     fn crypto_attributes_we_cannot_use_are_refused() {
         for bad in [
