@@ -598,8 +598,17 @@ async fn e2e_udp_no_answer_within_ring_timeout_cancels_and_rejects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_udp_pbx_bye_after_answer_terminates_on_meta() {
+    pbx_bye(Kind::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_tcp_pbx_bye_after_answer_terminates_on_meta() {
+    pbx_bye(Kind::Tcp).await;
+}
+
+async fn pbx_bye(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness(Kind::Udp, "uas_wa_bye.xml", 20).await else {
+    let Some(mut h) = harness(kind, "uas_wa_bye.xml", 20).await else {
         return;
     };
     let id = h.user_calls().await;
@@ -624,8 +633,17 @@ async fn e2e_udp_pbx_bye_after_answer_terminates_on_meta() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_udp_reinvite_hold_and_resume_is_absorbed() {
+    hold_and_resume(Kind::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_tcp_reinvite_hold_and_resume_is_absorbed() {
+    hold_and_resume(Kind::Tcp).await;
+}
+
+async fn hold_and_resume(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness(Kind::Udp, "uas_wa_hold.xml", 20).await else {
+    let Some(mut h) = harness(kind, "uas_wa_hold.xml", 20).await else {
         return;
     };
     let id = h.user_calls().await;
