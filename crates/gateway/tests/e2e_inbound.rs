@@ -25,8 +25,8 @@ use whatsip_gateway::config::{Config, Environment};
 use whatsip_gateway::runtime::{CallMilestone, Gateway, GatewayHandle, MilestoneKind};
 use whatsip_sim::core::{CallState, CoreConfig, UserCall};
 use whatsip_sim::{
-    FaultAction, FaultRule, Faults, PhoneProbe, SimConfig, SimHandle, Simulator, WaCallId, WaId,
-    WebRtcPeerFactory, WebhookConfig, WebhookMatch,
+    FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, PhoneProbe, SimConfig, SimHandle,
+    Simulator, WaCallId, WaId, WebRtcPeerFactory, WebhookConfig, WebhookMatch,
 };
 
 const APP_SECRET: &str = "e2e-app-secret";
@@ -878,4 +878,69 @@ async fn e2e_udp_busy_takes_the_dial_plan_fallback() {
         })
         .collect();
     assert_eq!(invites, [0, 1], "{ms:?}");
+}
+
+fn graph_fault(action: &str) -> Faults {
+    Faults {
+        graph: vec![GraphFaultRule {
+            endpoint: Some("calls".into()),
+            action: Some(action.into()),
+            fault: GraphFault::Error { code: 138004 },
+            times: Some(1),
+        }],
+        ..Faults::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_pre_accept_failure_rejects_and_never_rings_the_pbx() {
+    let _serial = SERIAL.lock().await;
+    // no SIPp: the PBX must never be contacted
+    let Some(h) = harness_with(Kind::Udp, None, 20, graph_fault("pre_accept")).await else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.is_call_action("reject"))
+        .await
+        .expect("the gateway rejected the call");
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
+    let ms = h.finish().await;
+    assert!(
+        !ms.iter()
+            .any(|k| matches!(k, MilestoneKind::InviteSent { .. })),
+        "{ms:?}"
+    );
+    assert!(
+        ms.iter().any(|k| matches!(k, MilestoneKind::Ended { reason, .. } if reason == "graph pre_accept failed")),
+        "{ms:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_accept_failure_byes_the_pbx_and_terminates() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut h) = harness_with(
+        Kind::Udp,
+        Some("uas_wa_echo.xml"),
+        20,
+        graph_fault("accept"),
+    )
+    .await
+    else {
+        return;
+    };
+    let id = h.user_calls().await;
+    // the scenario answers, then must receive our BYE to end successfully
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    assert!(run.messages.contains("BYE sip:"), "{}", run.messages);
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    assert_eq!(h.graph_actions(), ["pre_accept", "accept", "terminate"]);
+    let ms = h.finish().await;
+    assert!(
+        !ms.iter().any(|k| matches!(k, MilestoneKind::Accepted)),
+        "{ms:?}"
+    );
 }
