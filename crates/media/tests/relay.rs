@@ -932,3 +932,54 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random interleavings of packets (any PT, seq, ts, payload) on both legs, ticks, hold
+    /// and gate commands, for every PBX codec: no panic, one SSRC per leg, no sequence
+    /// number sent twice on a leg, at most one audio packet per leg per tick.
+    #[test]
+    fn any_input_keeps_the_output_invariants(
+        codec_idx in 0usize..4,
+        ops in proptest::collection::vec(
+            (0u8..8, any::<u8>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..24)),
+            1..250,
+        ),
+    ) {
+        let (codec, pt) = [(Codec::Pcmu, 0), (Codec::Pcma, 8), (Codec::G722, 9), (Codec::Opus, 96)][codec_idx];
+        let mut run = Run::new(config(codec, pt));
+        let mut ticks = 0usize;
+        for (op, b, seq, payload) in ops {
+            let pts = [pt, 101, 111, 126, 13, b & 0x7f];
+            let packet = RtpPacket {
+                pt: pts[usize::from(b) % pts.len()],
+                seq: SeqNo(seq),
+                ts: RtpTs(u32::from(seq) * 160),
+                ssrc: Ssrc(u32::from(b % 3)),
+                marker: b & 1 == 1,
+                payload: Bytes::from(payload),
+            };
+            match op {
+                0 | 1 => run.feed(Leg::Wa, packet),
+                2 | 3 => run.feed(Leg::Pbx, packet),
+                4 => { run.tick(); ticks += 1; }
+                5 => run.relay.open_wa_gate(run.now),
+                6 => {
+                    let d = [Direction::SendRecv, Direction::SendOnly, Direction::RecvOnly, Direction::Inactive];
+                    run.relay.set_pbx_direction(d[usize::from(b) % 4], run.now);
+                }
+                _ => { let _ = run.relay.send_dtmf(Leg::Wa, '5', Duration::from_millis(60)); }
+            }
+        }
+        for out in [&run.to_wa, &run.to_pbx] {
+            let ssrcs: HashSet<_> = out.iter().map(|p| p.ssrc).collect();
+            prop_assert!(ssrcs.len() <= 1);
+            let seqs: HashSet<_> = out.iter().map(|p| p.seq).collect();
+            prop_assert_eq!(seqs.len(), out.len());
+        }
+        let wa_audio = run.to_wa.iter().filter(|p| p.pt == 111).count();
+        let pbx_audio = run.to_pbx.iter().filter(|p| p.pt == pt).count();
+        prop_assert!(wa_audio <= ticks && pbx_audio <= ticks);
+    }
+}
