@@ -150,4 +150,21 @@ fn readme_demo_command_runs_the_call_end_to_end() {
     assert_demo_passed(&["demo"]);
     // no config file and no subcommand: the same demo
     assert_demo_passed(&[]);
+
+    // The PBX's port is taken: a clear failure naming the address, exit 1, no hang.
+    let squatter = std::net::UdpSocket::bind("127.0.0.1:15070").expect("bind the demo pbx port");
+    let run = run_whatsip(&["demo"]);
+    drop(squatter);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("demo: FAIL: stand-in pbx") && run.stdout.contains("127.0.0.1:15070"),
+        "{}",
+        run.stdout
+    );
 }

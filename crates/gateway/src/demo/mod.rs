@@ -578,3 +578,66 @@ fn shorten(v: &str) -> String {
         None => v.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> DemoReport {
+        DemoReport {
+            timeline: vec![TimelineEntry {
+                at: Duration::from_millis(1500),
+                source: Source::Pbx,
+                what: "BYE received, 200 OK sent".into(),
+            }],
+            audio: Some(AudioCheck {
+                sent_hz: 1000.0,
+                heard_hz: Some(1000.0),
+                level_dbfs: Some(-12.44),
+                frames: 30,
+                passed: true,
+            }),
+            dtmf: Some(('5', Some('5'))),
+            graph_actions: vec!["pre_accept".into(), "accept".into()],
+            outcome: Ok(()),
+        }
+    }
+
+    #[test]
+    fn report_passes_only_when_the_call_and_both_checks_passed() {
+        let ok = report();
+        assert!(ok.passed());
+        let text = ok.to_string();
+        assert!(text.contains("    1.500 s  pbx      BYE received, 200 OK sent\n"));
+        assert!(text.contains(
+            "audio check: 1000 Hz tone sent by the WhatsApp user came back at 1000 Hz, level -12.4 dBFS (30 frames): PASS"
+        ));
+        assert!(text.ends_with("demo: PASS\n"));
+
+        let mut wrong_digit = report();
+        wrong_digit.dtmf = Some(('5', Some('6')));
+        assert!(!wrong_digit.passed());
+        assert!(wrong_digit.to_string().contains("as 6: FAIL"));
+
+        let mut silent = report();
+        silent.audio = Some(AudioCheck {
+            heard_hz: None,
+            level_dbfs: None,
+            frames: 0,
+            passed: false,
+            ..report().audio.unwrap()
+        });
+        silent.outcome = Err("the tone did not come back through the PBX's echo".into());
+        assert!(!silent.passed());
+        let text = silent.to_string();
+        assert!(text.contains("never came back: FAIL"));
+        assert!(text.ends_with("demo: FAIL: the tone did not come back through the PBX's echo\n"));
+    }
+
+    #[test]
+    fn long_header_values_are_cut_on_a_char_boundary() {
+        assert_eq!(shorten("short"), "short");
+        let long = "é".repeat(40);
+        assert_eq!(shorten(&long), format!("{}…", "é".repeat(32)));
+    }
+}
