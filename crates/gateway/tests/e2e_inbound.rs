@@ -944,3 +944,72 @@ async fn e2e_udp_accept_failure_byes_the_pbx_and_terminates() {
         "{ms:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut h) = harness_full(
+        Kind::Udp,
+        Some("uas_wa_echo.xml"),
+        20,
+        Faults::default(),
+        5,
+        "agent",
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let call = UserCall::new(
+            WaId::parse(&format!("49151000000{i:02}")).unwrap(),
+            whatsip_sim::PhoneNumberId::parse(PNID).unwrap(),
+        );
+        ids.push(h.sim.user_calls(call).await.unwrap());
+    }
+    for id in &ids {
+        h.sim
+            .wait_for_call_state(id, CallState::Active, WAIT)
+            .await
+            .expect("every call answered");
+    }
+    assert_eq!(h.gw.as_ref().unwrap().calls_in_progress(), 5);
+    let phones = h.phones.phones();
+    assert_eq!(phones.len(), 5);
+    // each phone plays its own tone; hearing exactly it back proves no cross-talk
+    // between calls sharing the WebRTC socket and SIPp's single echo port
+    let tones = [500.0, 700.0, 1300.0, 1500.0, 1700.0];
+    for (phone, hz) in phones.iter().zip(tones) {
+        assert!(
+            phone
+                .command(whatsip_media::phone::PhoneCommand::SetTone(Some(hz)))
+                .await
+        );
+    }
+    for (phone, hz) in phones.iter().zip(tones) {
+        let (status, ok) = phone
+            .wait_for(WAIT, |s| {
+                s.audio
+                    .tone
+                    .as_ref()
+                    .is_some_and(|t| (t.freq_hz - hz).abs() <= 50.0 && t.frames >= 25)
+            })
+            .await;
+        assert!(ok, "{:?} did not hear its {hz} Hz: {status:?}", phone.user);
+    }
+    for id in &ids {
+        h.sim.user_hangs_up(id).await.unwrap();
+    }
+    for id in &ids {
+        h.sim.wait_for_call_end(id, WAIT).await.unwrap();
+    }
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    let actions = h.graph_actions();
+    assert_eq!(actions.iter().filter(|a| *a == "pre_accept").count(), 5);
+    assert_eq!(actions.iter().filter(|a| *a == "accept").count(), 5);
+    assert_eq!(actions.len(), 10, "{actions:?}");
+    h.finish().await;
+}
