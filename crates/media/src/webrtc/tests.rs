@@ -208,3 +208,25 @@ fn connect_timeout_fails_the_leg() {
     }
     assert!(failed);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Nothing from the network panics the leg (STYLE.md §5): random datagrams, including ones
+    /// that look like STUN, DTLS or RTP by their first byte, are dropped.
+    #[test]
+    fn random_datagrams_never_panic_the_leg(
+        first in proptest::prelude::any::<u8>(),
+        rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+    ) {
+        let now = t0();
+        let (mut leg, _answer) = WaLeg::answer(&cfg(), META_OFFER_LIVE, now).unwrap();
+        let mut data = vec![first];
+        data.extend_from_slice(&rest);
+        let source: SocketAddr = "57.144.215.49:3484".parse().unwrap();
+        leg.handle_datagram(now, source, cfg().candidates[0], &data);
+        while leg.poll_datagram().is_some() {}
+        while leg.poll_event().is_some() {}
+        proptest::prop_assert!(!leg.is_connected());
+    }
+}
