@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use whatsip_media::phone::{
     PhoneAudio, PhoneAudioConfig, PhoneCommand, PhoneConfig, PhonePeer, PhoneSocket, run_phone,
 };
-use whatsip_media::webrtc::{EndpointConfig, WaCallHandle, WaLegEvent, WebRtcEndpoint};
+use whatsip_media::webrtc::{EndpointConfig, SdpSummary, WaCallHandle, WaLegEvent, WebRtcEndpoint};
 
 #[allow(clippy::disallowed_methods)]
 fn now() -> Instant {
@@ -179,6 +179,43 @@ async fn business_initiated_calls_share_one_socket_and_stay_apart() {
             );
             assert_eq!(r.digits, i.to_string(), "call {i}: {r:?}");
         }
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_one_remote_address_are_placed_on_different_sockets() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let endpoint = WebRtcEndpoint::bind(EndpointConfig {
+            sockets: vec![(loopback, None), (loopback, None)],
+            ..EndpointConfig::default()
+        })
+        .await
+        .unwrap();
+        // Two offers from the same relay address (Meta serves many calls per relay port); the
+        // address is a loopback port nobody answers, so the checks stay on 127.0.0.1.
+        let socket = PhoneSocket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let cfg = PhoneConfig {
+            candidates: vec![socket.local_addr().unwrap()],
+            ..PhoneConfig::default()
+        };
+        let (_p1, offer1) = PhonePeer::offer(&cfg, now()).unwrap();
+        let (_p2, offer2) = PhonePeer::offer(&cfg, now()).unwrap();
+        let (_c1, answer1) = endpoint.answer(offer1).await.unwrap();
+        let (_c2, answer2) = endpoint.answer(offer2).await.unwrap();
+        let port = |sdp: &str| SdpSummary::parse(sdp).candidates[0].port();
+        assert_ne!(port(&answer1), port(&answer2));
+        let advertised: Vec<u16> = endpoint
+            .advertised_addrs()
+            .iter()
+            .map(|a| a.port())
+            .collect();
+        assert!(advertised.contains(&port(&answer1)) && advertised.contains(&port(&answer2)));
+        assert_eq!(endpoint.call_count(), 2);
     })
     .await
     .expect("test timed out");
