@@ -153,6 +153,34 @@ fn codecs(c: &mut Criterion) {
     g.finish();
 }
 
+fn srtp(c: &mut Criterion) {
+    use whatsip_media::srtp::{SdesKey, SrtpContext};
+    let key = SdesKey::from_parts(1, [7; 16], [9; 14]);
+    let mut tx = SrtpContext::new(&key);
+    let mut rx = SrtpContext::new(&key);
+    let mut g = c.benchmark_group("srtp");
+    let mut seq: u16 = 0;
+    // a PCMU packet: 12-byte header + 160 bytes
+    g.bench_function("protect_unprotect_pcmu_packet", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            let mut p = RtpPacket {
+                pt: 0,
+                seq: SeqNo(seq),
+                ts: RtpTs(u32::from(seq) * 160),
+                ssrc: Ssrc(5),
+                marker: false,
+                payload: Bytes::from_static(&[0x55; 160]),
+            }
+            .to_vec();
+            tx.protect_rtp(&mut p).unwrap();
+            rx.unprotect_rtp(&mut p).unwrap();
+            black_box(p);
+        });
+    });
+    g.finish();
+}
+
 /// One call for one 20 ms frame: a WhatsApp packet in, a PBX packet in, one tick, both
 /// packets out.
 fn relay(c: &mut Criterion) {
@@ -228,5 +256,5 @@ fn relay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, relay);
+criterion_group!(benches, codecs, srtp, relay);
 criterion_main!(benches);
