@@ -938,6 +938,11 @@ async fn e2e_udp_accept_failure_byes_the_pbx_and_terminates() {
     assert!(run.messages.contains("BYE sip:"), "{}", run.messages);
     h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
     assert_eq!(h.graph_actions(), ["pre_accept", "accept", "terminate"]);
+    // the media gate never opened: the phone (ICE and DTLS up since pre_accept) got no
+    // RTP although the PBX leg was answered and echoing
+    let status = h.phone().status().expect("phone ran after pre_accept");
+    assert!(status.connected || status.terminated, "{status:?}");
+    assert_eq!(status.audio.packets_received, 0, "{status:?}");
     let ms = h.finish().await;
     assert!(
         !ms.iter().any(|k| matches!(k, MilestoneKind::Accepted)),
