@@ -68,6 +68,7 @@ impl Environment for TestEnv {
             "E2E_TOKEN" => Some("e2e-token".into()),
             "E2E_SECRET" => Some(APP_SECRET.into()),
             "E2E_VERIFY" => Some("e2e-verify".into()),
+            "E2E_PBX_PASSWORD" => Some("s3cret".into()),
             _ => None,
         }
     }
@@ -246,7 +247,7 @@ async fn harness_with(
     ring_timeout_s: u64,
     faults: Faults,
 ) -> Option<Harness> {
-    harness_full(kind, scenario, ring_timeout_s, faults, 1, "agent", "").await
+    harness_full(kind, scenario, ring_timeout_s, faults, 1, "agent", "", "").await
 }
 
 /// As [`harness_with`], with SIPp taking `sipp_calls` calls, the rule's target user and
@@ -259,6 +260,7 @@ async fn harness_full(
     sipp_calls: u64,
     target_user: &str,
     rule_extra: &str,
+    pbx_extra: &str,
 ) -> Option<Harness> {
     let sipp = sipp()?;
     let dir = std::env::temp_dir().join(format!(
@@ -329,6 +331,7 @@ address = "127.0.0.1:{sipp_port}"
 transport = "{transport}"
 codecs = ["PCMU", "PCMA"]
 options_ping_interval_s = 0
+{pbx_extra}
 
 [media]
 bind = "127.0.0.1"
@@ -846,6 +849,7 @@ async fn e2e_udp_busy_takes_the_dial_plan_fallback() {
         2,
         "busy",
         fallback,
+        "",
     )
     .await
     else {
@@ -961,6 +965,7 @@ async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
         5,
         "agent",
         "",
+        "",
     )
     .await
     else {
@@ -1016,5 +1021,44 @@ async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
     assert_eq!(actions.iter().filter(|a| *a == "pre_accept").count(), 5);
     assert_eq!(actions.iter().filter(|a| *a == "accept").count(), 5);
     assert_eq!(actions.len(), 10, "{actions:?}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_pbx_digest_challenge_is_answered_with_trunk_credentials() {
+    let _serial = SERIAL.lock().await;
+    let auth = r#"outbound_auth = { username = "trunk", password = { env = "E2E_PBX_PASSWORD" } }"#;
+    let Some(mut h) = harness_full(
+        Kind::Udp,
+        Some("uas_wa_auth.xml"),
+        20,
+        Faults::default(),
+        1,
+        "agent",
+        "",
+        auth,
+    )
+    .await
+    else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .expect("answered after the challenge");
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back: {status:?}");
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    // SIPp verified the digest (username trunk, password s3cret) before answering
+    assert_sipp_ok(&run);
+    assert!(
+        run.messages.contains("Authorization: Digest"),
+        "{}",
+        run.messages
+    );
+    assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
     h.finish().await;
 }
