@@ -252,6 +252,7 @@ async fn harness_with(
 
 /// As [`harness_with`], with SIPp taking `sipp_calls` calls, the rule's target user and
 /// extra rule lines (`fallback = …`).
+#[allow(clippy::too_many_arguments)] // a test helper; every caller names what it changes
 async fn harness_full(
     kind: Kind,
     scenario: Option<&str>,
