@@ -19,10 +19,13 @@ const WAIT: Duration = Duration::from_secs(20);
 
 async fn uac() -> (Endpoint, tokio::sync::mpsc::Receiver<EndpointEvent>) {
     let mut config = EndpointConfig::default();
-    config.transport.listen = vec![ListenAddr {
-        kind: TransportKind::Udp,
-        addr: "127.0.0.1:0".parse().unwrap(),
-    }];
+    config.transport.listen = [TransportKind::Udp, TransportKind::Tcp]
+        .into_iter()
+        .map(|kind| ListenAddr {
+            kind,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        })
+        .collect();
     config.shutdown_grace = Duration::from_secs(2);
     Endpoint::start(config).await.unwrap()
 }
@@ -67,17 +70,18 @@ fn strip_via(req: &Request) -> Request {
 }
 
 /// Sends an INVITE and returns (provisional statuses, final response, INVITE as sent).
-async fn call(
-    ep: &Endpoint,
-    pbx: SocketAddr,
-    req: Request,
-) -> (
+type CallOutcome = (
     Vec<u16>,
     Response,
     Request,
     whatsip_sip::endpoint::ClientTxnHandle,
-) {
-    let target = Target::new(TransportKind::Udp, pbx);
+);
+
+async fn call(ep: &Endpoint, pbx: SocketAddr, req: Request) -> CallOutcome {
+    call_over(ep, Target::new(TransportKind::Udp, pbx), req).await
+}
+
+async fn call_over(ep: &Endpoint, target: Target, req: Request) -> CallOutcome {
     let mut h = ep.send_request(req, target).await.unwrap();
     let sent = h.request.clone();
     let mut provisional = Vec::new();
@@ -288,29 +292,42 @@ async fn standin_answers_pcmu_echoes_audio_and_decodes_rfc4733() {
     ep.shutdown().await;
 }
 
-#[tokio::test]
-async fn standin_hangs_up_with_bye_after_configured_time() {
+async fn hangs_up_with_bye(kind: TransportKind) {
     let pbx = StandinPbx::start(StandinPbxConfig {
+        listen: [TransportKind::Udp, TransportKind::Tcp]
+            .into_iter()
+            .map(|kind| ListenAddr {
+                kind,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            })
+            .collect(),
         hang_up_after: Some(Duration::from_millis(300)),
         ring_time: Duration::from_millis(10),
         ..StandinPbxConfig::default()
     })
     .await
     .unwrap();
-    let pbx_addr = pbx.sip_addr(TransportKind::Udp).unwrap();
+    let pbx_addr = pbx.sip_addr(kind).unwrap();
     let (ep, mut events) = uac().await;
-    let local = ep.local_addr(TransportKind::Udp, pbx_addr).unwrap();
-    let req = invite(
+    let local = ep.local_addr(kind, pbx_addr).unwrap();
+    let mut req = invite(
         local,
         &format!("sip:echo@{pbx_addr}"),
         "standin-bye-1",
         Some(offer("127.0.0.1:40100".parse().unwrap())),
     );
-    let (_, ok, sent, _h) = call(&ep, pbx_addr, req).await;
+    if kind == TransportKind::Tcp {
+        req.uri = Uri::parse(&format!("sip:echo@{pbx_addr};transport=tcp")).unwrap();
+        req.headers.set(
+            HeaderName::CONTACT,
+            format!("<sip:whatsip@{local};transport=tcp>"),
+        );
+    }
+    let (_, ok, sent, _h) = call_over(&ep, Target::new(kind, pbx_addr), req).await;
     assert_eq!(ok.status, StatusCode::OK);
     ep.send_ack(
         ack_for_2xx(&strip_via(&sent), &ok),
-        Target::new(TransportKind::Udp, pbx_addr),
+        Target::new(kind, pbx_addr),
     )
     .await
     .unwrap();
@@ -325,6 +342,7 @@ async fn standin_hangs_up_with_bye_after_configured_time() {
         }
     };
     assert_eq!(bye.request.call_id().unwrap().as_str(), "standin-bye-1");
+    assert_eq!(bye.kind, kind);
     // In the dialog: From carries the PBX's To tag, To our From tag.
     assert_eq!(bye.request.from_tag(), ok.to_tag());
     assert_eq!(bye.request.to_tag().unwrap().as_str(), "uac1");
@@ -345,6 +363,16 @@ async fn standin_hangs_up_with_bye_after_configured_time() {
     assert_eq!(pbx.calls_in_progress().await, 0);
     pbx.stop().await;
     ep.shutdown().await;
+}
+
+#[tokio::test]
+async fn standin_hangs_up_with_bye_after_configured_time_udp() {
+    hangs_up_with_bye(TransportKind::Udp).await;
+}
+
+#[tokio::test]
+async fn standin_hangs_up_with_bye_after_configured_time_tcp() {
+    hangs_up_with_bye(TransportKind::Tcp).await;
 }
 
 #[tokio::test]
