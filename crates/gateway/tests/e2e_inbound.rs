@@ -577,8 +577,17 @@ async fn e2e_tcp_pbx_busy_486_rejects_on_meta() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_udp_no_answer_within_ring_timeout_cancels_and_rejects() {
+    no_answer(Kind::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_tcp_no_answer_within_ring_timeout_cancels_and_rejects() {
+    no_answer(Kind::Tcp).await;
+}
+
+async fn no_answer(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness(Kind::Udp, "uas_wa_noanswer.xml", 3).await else {
+    let Some(mut h) = harness(kind, "uas_wa_noanswer.xml", 3).await else {
         return;
     };
     let id = h.user_calls().await;
