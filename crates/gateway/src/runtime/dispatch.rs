@@ -91,7 +91,7 @@ impl Dispatcher {
     async fn shutdown(&mut self) {
         self.accepting = false;
         for tx in self.shared.registry.all() {
-            let _ = tx.send(CallCommand::Shutdown).await;
+            deliver(tx, CallCommand::Shutdown);
         }
         // Bounded: each call ends within its Graph request timeout and BYE transaction.
         let _ = tokio::time::timeout(Duration::from_secs(35), async {
@@ -220,9 +220,7 @@ impl Dispatcher {
             }
             SideEvent::Ended { call_id, .. } => {
                 match self.shared.registry.by_wa(call_id.as_str()) {
-                    Some(tx) => {
-                        let _ = tx.send(CallCommand::WaTerminated).await;
-                    }
+                    Some(tx) => deliver(tx, CallCommand::WaTerminated),
                     None => {
                         if let Some(id) = WaCallId::new(call_id.as_str()) {
                             debug!(wa_call_id = %id.as_str(), "terminate for no live call; remembered");
@@ -293,12 +291,16 @@ impl Dispatcher {
             .as_ref()
             .and_then(|c| self.shared.registry.by_sip(c.as_str()));
         match (call, req.dialog.is_some()) {
-            (Some(tx), true) => {
-                let id = req.id;
-                if tx.send(CallCommand::Sip(Box::new(req))).await.is_err() {
-                    debug!(%id, "call ended before its request was handled");
+            (Some(tx), true) => match tx.try_send(CallCommand::Sip(Box::new(req))) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(CallCommand::Sip(req))) => {
+                    // the call is busy (a Graph request in flight) and its queue is full:
+                    // the PBX retries the request later (RFC 3261 §21.5.4)
+                    warn!("call queue full; answering 500");
+                    self.answer(&req, 500).await;
                 }
-            }
+                Err(_) => debug!("call ended before its request was handled"),
+            },
             (_, true) => {
                 self.answer(&req, 481).await;
             }
@@ -320,6 +322,23 @@ impl Dispatcher {
         let resp = req.request.response(status, Some(&tag));
         if let Err(e) = self.shared.sip.respond(req.id, resp).await {
             debug!(error = %e, "response not sent");
+        }
+    }
+}
+
+/// Hands a command that must not be lost to a call task without making the dispatcher
+/// wait on it: queued at once when there is room, else by a short-lived task (bounded by
+/// the call task draining its queue or ending).
+fn deliver(tx: mpsc::Sender<CallCommand>, cmd: CallCommand) {
+    match tx.try_send(cmd) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(cmd)) => {
+            tokio::spawn(
+                async move {
+                    let _ = tx.send(cmd).await;
+                }
+                .in_current_span(),
+            );
         }
     }
 }
