@@ -258,14 +258,17 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             let wake = self.wait().await;
             self.on_wake(wake).await;
         }
+        let ended_at = SystemClock::now();
         self.linger().await;
         self.release().await;
         let reason = end_reason(self.core.end(), self.shutting_down);
         let talk_time = self
             .gate_opened
-            .map(|t| SystemClock::now().saturating_duration_since(t));
-        self.milestone(MilestoneKind::Ended { reason, talk_time });
+            .map(|t| ended_at.saturating_duration_since(t));
+        // both legs are released: the call no longer counts as in progress when its
+        // `Ended` milestone is seen
         self.shared.registry.remove(self.caller.call_id.as_str());
+        self.milestone(MilestoneKind::Ended { reason, talk_time });
     }
 
     async fn wait(&mut self) -> Wake {
