@@ -268,9 +268,10 @@ fn init_logging(cfg: &Config) {
 
 fn demo() -> ExitCode {
     use whatsip_gateway::demo::{DemoOptions, run_demo};
-    // Quiet logs: the demo's own output is the point (RUST_LOG=info shows the gateway's).
+    // Quiet logs: the demo's report is the point, and its failures are in it
+    // (RUST_LOG=warn or info shows the gateway's log lines).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
