@@ -40,6 +40,7 @@ pub mod call;
 pub mod config;
 pub mod demo;
 pub mod dialplan;
+pub mod ops;
 pub mod pbx_standin;
 pub mod permission;
 pub mod runtime;

@@ -341,8 +341,12 @@ pub struct LoggingConfig {
 /// `[cdr]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CdrConfig {
-    /// Where CDRs are written; `None` disables them.
+    /// The SQLite CDR database; `None` disables CDRs, `:memory:` keeps them in memory.
     pub path: Option<PathBuf>,
+    /// Append-only JSON-lines export of final records, for log shippers.
+    pub jsonl_path: Option<PathBuf>,
+    /// Per-minute prices by country calling code for business-initiated calls.
+    pub rate_card: Option<whatsip_cdr::RateCard>,
 }
 
 /// `[admin]`.
@@ -350,6 +354,8 @@ pub struct CdrConfig {
 pub struct AdminConfig {
     /// Admin and metrics listener; `None` disables it.
     pub listen: Option<SocketAddr>,
+    /// On SIGTERM, how long live calls may go on before they are ended.
+    pub drain_timeout: Duration,
 }
 
 /// `[outbound]`: business-initiated call policy.
@@ -990,6 +996,33 @@ fn convert(
             .as_ref()
             .and_then(|c| c.get_ref().path.as_ref())
             .map(|p| PathBuf::from(p.get_ref())),
+        jsonl_path: raw
+            .cdr
+            .as_ref()
+            .and_then(|c| c.get_ref().jsonl_path.as_ref())
+            .map(|p| PathBuf::from(p.get_ref())),
+        rate_card: raw.cdr.as_ref().and_then(|c| {
+            let c = c.get_ref();
+            if c.rates.is_empty() {
+                return None;
+            }
+            let currency = c
+                .rate_currency
+                .as_ref()
+                .map_or("USD", |v| v.get_ref().as_str());
+            let rates = c
+                .rates
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.get_ref().as_str()));
+            match whatsip_cdr::RateCard::new(currency, rates) {
+                Ok(card) => Some(card),
+                Err(e) => {
+                    let span = c.rates.values().next().map_or(0..0, |v| v.span());
+                    diag.error(span, "cdr.rates", e.to_string());
+                    None
+                }
+            }
+        }),
     };
     let admin = AdminConfig {
         listen: match raw.admin.as_ref().and_then(|a| a.get_ref().listen.as_ref()) {
@@ -1003,6 +1036,12 @@ fn convert(
                 addr
             }
         },
+        drain_timeout: Duration::from_secs(
+            raw.admin
+                .as_ref()
+                .and_then(|a| a.get_ref().drain_timeout_s.as_ref())
+                .map_or(30, |v| *v.get_ref()),
+        ),
     };
 
     // --- outbound

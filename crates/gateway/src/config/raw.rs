@@ -133,12 +133,17 @@ pub(crate) struct RawLogging {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCdr {
     pub(crate) path: Option<S<String>>,
+    pub(crate) jsonl_path: Option<S<String>>,
+    pub(crate) rate_currency: Option<S<String>>,
+    #[serde(default)]
+    pub(crate) rates: BTreeMap<String, S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub(crate) listen: Option<S<String>>,
+    pub(crate) drain_timeout_s: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

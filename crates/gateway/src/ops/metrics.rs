@@ -263,11 +263,7 @@ impl Metrics {
             "Transport errors by transport and kind",
             m.transport_errors.clone(),
         );
-        registry.register(
-            "rtp_packets",
-            "RTP packets received",
-            m.rtp_packets.clone(),
-        );
+        registry.register("rtp_packets", "RTP packets received", m.rtp_packets.clone());
         registry.register("rtp_lost", "RTP packets lost", m.rtp_lost.clone());
         registry.register(
             "rtp_jitter_seconds",
@@ -365,7 +361,12 @@ mod tests {
         m.call_started(CallDirection::inbound);
         m.call_started(CallDirection::inbound);
         m.call_started(CallDirection::outbound);
-        m.call_ended(CallDirection::inbound, "answered", "whatsapp_hangup", Some(20.0));
+        m.call_ended(
+            CallDirection::inbound,
+            "answered",
+            "whatsapp_hangup",
+            Some(20.0),
+        );
         m.call_ended(CallDirection::inbound, "rejected", "pbx_486", None);
         let text = m.encode();
         assert_eq!(
@@ -392,7 +393,10 @@ mod tests {
             Some(0.5)
         );
         assert_eq!(
-            sample(&text, "whatsip_call_duration_seconds_sum{direction=\"inbound\"}"),
+            sample(
+                &text,
+                "whatsip_call_duration_seconds_sum{direction=\"inbound\"}"
+            ),
             Some(20.0)
         );
         assert!(text.ends_with("# EOF\n"));

@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     pub(crate) media_ip: IpAddr,
     pub(crate) milestones: broadcast::Sender<CallMilestone>,
     pub(crate) registry: Registry,
+    /// The CDR writer thread (`None`: CDRs disabled).
+    pub(crate) cdr: Option<super::ops_cdr::CdrWriter>,
+    /// Prometheus metrics.
+    pub(crate) metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 /// Live calls by WhatsApp call id and by the SIP Call-IDs of their attempts.
@@ -128,6 +132,8 @@ pub(crate) struct CallSetup<S> {
     pub(crate) wa_call_id: whatsip_meta::WaCallId,
     pub(crate) offer_sdp: String,
     pub(crate) route: InboundRoute,
+    /// The business number called (E.164), for the CDR.
+    pub(crate) business_number: String,
     /// The WhatsApp side (Graph API today, SIP mode later): only its trait is used.
     pub(crate) side: S,
 }
@@ -211,6 +217,7 @@ struct CallTask<S> {
     shutting_down: bool,
     sip_call_id: Option<String>,
     wa_closed_at: Option<Instant>,
+    cdr: std::sync::Mutex<super::ops_cdr::CallCdr>,
 }
 
 impl<S: WhatsAppSide + 'static> CallTask<S> {
@@ -222,7 +229,17 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
     ) -> Self {
         let (pbx_tx, pbx_rx) = mpsc::channel(64);
         let session_id = rand::random::<u32>().into();
+        let cdr = super::ops_cdr::CallCdr::inbound(
+            shared.cdr.clone(),
+            Some(shared.metrics.clone()),
+            setup.caller.call_id.as_str(),
+            &setup.business_number,
+            setup.caller.number.as_str(),
+            setup.caller.name.as_deref(),
+            &setup.route,
+        );
         Self {
+            cdr: std::sync::Mutex::new(cdr),
             shared,
             span,
             core: InboundCall::new(setup.route),
@@ -262,6 +279,13 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         self.linger().await;
         self.release().await;
         let reason = end_reason(self.core.end(), self.shutting_down);
+        // the CDR is committed before the call leaves the registry
+        let finished = self
+            .cdr_lock()
+            .complete(self.core.end(), self.shutting_down, &reason);
+        if let Some((writer, record)) = finished {
+            writer.finish(record).await;
+        }
         let talk_time = self
             .gate_opened
             .map(|t| ended_at.saturating_duration_since(t));
@@ -964,7 +988,10 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         if let Some(m) = self.media.take() {
             let _ = m.handle.commands.send(MediaCommand::Stop).await;
             match tokio::time::timeout(Duration::from_secs(5), m.handle.join).await {
-                Ok(Ok(stats)) => debug!(?stats, "pbx media stopped"),
+                Ok(Ok(stats)) => {
+                    debug!(?stats, "pbx media stopped");
+                    self.cdr_lock().media_stats(&stats);
+                }
                 Ok(Err(e)) => warn!(error = %e, "pbx media task failed"),
                 Err(_) => warn!("pbx media task did not stop in time"),
             }
@@ -1002,8 +1029,13 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         }
     }
 
+    fn cdr_lock(&self) -> std::sync::MutexGuard<'_, super::ops_cdr::CallCdr> {
+        self.cdr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn milestone(&self, kind: MilestoneKind) {
         info!(milestone = %kind, "call milestone");
+        self.cdr_lock().observe(&kind, self.sip_call_id.as_deref());
         let _ = self.shared.milestones.send(CallMilestone {
             wa_call_id: self.caller.call_id.as_str().to_owned(),
             sip_call_id: self.sip_call_id.clone(),

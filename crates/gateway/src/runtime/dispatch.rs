@@ -212,6 +212,7 @@ impl Dispatcher {
                     wa_call_id: call_id,
                     offer_sdp,
                     route,
+                    business_number: business.number.as_str().to_owned(),
                     side,
                 };
                 if let Some(task) = call::start(self.shared.clone(), setup) {

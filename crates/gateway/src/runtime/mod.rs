@@ -24,6 +24,7 @@ mod call;
 mod clock;
 mod dispatch;
 mod milestone;
+mod ops_cdr;
 mod pbx;
 
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ impl Gateway {
         let media_ip = media_ip(&config)?;
         let webrtc = start_webrtc(&config, &mut ports, media_ip).await?;
 
+        let cdr = ops_cdr::CdrWriter::start(&config.cdr)?;
         let (milestones, _) = broadcast::channel(1024);
         let shared = Arc::new(call::Shared {
             config: config.clone(),
@@ -104,6 +106,8 @@ impl Gateway {
             media_ip,
             milestones: milestones.clone(),
             registry: call::Registry::default(),
+            cdr,
+            metrics: Arc::new(crate::ops::metrics::Metrics::new()),
         });
         let (commands, commands_rx) = mpsc::channel(16);
         let dispatcher = dispatch::Dispatcher::new(shared.clone(), sides);
@@ -146,6 +150,11 @@ impl GatewayHandle {
     /// Calls whose task is still running (both legs not yet released).
     pub fn calls_in_progress(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// The gateway's Prometheus metrics.
+    pub fn metrics(&self) -> Arc<crate::ops::metrics::Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// PBX-leg RTP port pairs currently allocated (the WhatsApp socket's pair not counted).

@@ -1,0 +1,4 @@
+//! Operations: Prometheus metrics, the admin HTTP server (`/metrics`, `/healthz`, `/readyz`)
+//! and the `whatsip cdr` commands.
+
+pub mod metrics;
