@@ -35,6 +35,14 @@ enum Command {
         #[command(flatten)]
         trial: Trial,
     },
+    /// Read call detail records: list, show, export (CSV/JSON).
+    Cdr {
+        /// The CDR database (defaults to `cdr.path` of --config).
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+        #[command(subcommand)]
+        command: whatsip_gateway::ops::cdr_cli::CdrCommand,
+    },
 }
 
 /// Route one made-up call through the dial plan after checking the file.
@@ -76,6 +84,45 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         (Some(Command::Demo), _) | (None, None) => demo(),
+        (Some(Command::Cdr { db, command }), config) => cdr(db, config, &command),
+    }
+}
+
+fn cdr(
+    db: Option<PathBuf>,
+    config: Option<PathBuf>,
+    command: &whatsip_gateway::ops::cdr_cli::CdrCommand,
+) -> ExitCode {
+    let db = match (db, config) {
+        (Some(db), _) => db,
+        (None, Some(path)) => match Config::load(&path) {
+            Ok(cfg) => match cfg.cdr.path {
+                Some(p) => p,
+                None => {
+                    eprintln!("error: {} has no cdr.path", path.display());
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                for p in e.problems() {
+                    eprintln!("error: {p}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("error: cdr needs --db FILE (or --config FILE with cdr.path)");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match whatsip_gateway::ops::cdr_cli::run_cdr_command(&db, command, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

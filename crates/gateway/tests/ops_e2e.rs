@@ -508,8 +508,8 @@ async fn ops_cdrs_of_an_answered_and_a_busy_call_are_stored_and_exported() {
     let a = store.get(answered.as_str()).unwrap().expect("answered cdr");
     assert_eq!(a.outcome, whatsip_cdr::Outcome::Answered);
     assert_eq!(a.direction, whatsip_cdr::Direction::Inbound);
-    assert_eq!(a.business_number, "+4930901820");
-    assert_eq!(a.customer_number, "+4915112345678");
+    assert_eq!(a.business_number, "4930901820");
+    assert_eq!(a.customer_number, "4915112345678");
     assert_eq!(a.dialplan_rule.as_deref(), Some("e2e-agents"));
     assert!(
         a.pbx_target
@@ -539,7 +539,7 @@ async fn ops_cdrs_of_an_answered_and_a_busy_call_are_stored_and_exported() {
 
     let b = store.get(busy.as_str()).unwrap().expect("busy cdr");
     assert_eq!(b.outcome, whatsip_cdr::Outcome::Rejected);
-    assert_eq!(b.customer_number, "+4915187654321");
+    assert_eq!(b.customer_number, "4915187654321");
     assert_eq!(b.ending.sip_status, Some(486));
     assert_eq!(b.ending.hangup_by, Some(whatsip_cdr::HangupSide::Pbx));
     assert_eq!(b.answer_at, None);

@@ -1,4 +1,5 @@
 //! Operations: Prometheus metrics, the admin HTTP server (`/metrics`, `/healthz`, `/readyz`)
 //! and the `whatsip cdr` commands.
 
+pub mod cdr_cli;
 pub mod metrics;

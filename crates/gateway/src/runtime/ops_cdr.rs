@@ -191,11 +191,13 @@ impl CallCdr {
         customer_name: Option<&str>,
         route: &crate::dialplan::InboundRoute,
     ) -> Self {
+        // the CDR store keeps numbers as E.164 digits without the `+`
+        let digits = |n: &'_ str| n.strip_prefix('+').unwrap_or(n).to_owned();
         let mut record = CallRecord::new(
             wa_call_id,
             Direction::Inbound,
-            business_number,
-            customer_number,
+            digits(business_number),
+            digits(customer_number),
             wall_now(),
         );
         record.customer_name = customer_name.map(str::to_owned);
