@@ -36,11 +36,13 @@ pub(crate) struct Dispatcher {
     ended: EndedCalls,
     tasks: JoinSet<()>,
     accepting: bool,
+    outbound: super::outbound::Outbound,
 }
 
 impl Dispatcher {
     pub(crate) fn new(shared: Arc<Shared>, sides: HashMap<String, GraphSide>) -> Self {
         Self {
+            outbound: super::outbound::Outbound::new(shared.clone()),
             shared,
             sides,
             ended: EndedCalls::new(Duration::from_secs(300), 100_000),
@@ -90,6 +92,7 @@ impl Dispatcher {
 
     async fn shutdown(&mut self) {
         self.accepting = false;
+        self.outbound.shutdown();
         for tx in self.shared.registry.all() {
             deliver(tx, CallCommand::Shutdown);
         }
@@ -101,6 +104,9 @@ impl Dispatcher {
     }
 
     async fn on_webhook(&mut self, ev: WebhookEvent) {
+        if self.outbound.on_webhook(&ev) {
+            return;
+        }
         let Some(side_event) = SideEvent::from_event(&ev.event) else {
             debug!("management webhook ignored");
             return;
@@ -279,6 +285,7 @@ impl Dispatcher {
             EndpointEvent::AckTimeout { id, status } => {
                 debug!(%id, status, "no ack for our response");
             }
+            EndpointEvent::Cancelled { id, .. } => self.outbound.on_cancelled(id),
             EndpointEvent::PeerStatus { target, up } => {
                 info!(pbx = %target.addr, up, "pbx reachability changed");
             }
@@ -287,6 +294,12 @@ impl Dispatcher {
     }
 
     async fn on_request(&mut self, req: IncomingRequest) {
+        let Some(req) = self
+            .outbound
+            .on_request(req, self.accepting, &self.sides, &mut self.tasks)
+        else {
+            return;
+        };
         let call_id = req.request.call_id();
         let call = call_id
             .as_ref()
@@ -306,7 +319,7 @@ impl Dispatcher {
                 self.answer(&req, 481).await;
             }
             (_, false) => {
-                // Business-initiated calls (INVITE from the PBX) are not wired yet.
+                // out-of-dialog INVITEs were taken by `outbound`; anything else is refused
                 let code = if req.request.method == whatsip_sip::Method::Invite {
                     if self.accepting { 501 } else { 503 }
                 } else {

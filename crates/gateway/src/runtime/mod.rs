@@ -25,6 +25,7 @@ mod clock;
 mod dispatch;
 mod milestone;
 mod ops_cdr;
+mod outbound;
 mod pbx;
 
 use std::collections::HashMap;

@@ -1,0 +1,761 @@
+//! End to end, on 127.0.0.1: SIPp as the PBX placing calls (UAC scenarios in
+//! `tests/sipp/uac_wa_*.xml`) → the gateway runtime → whatsip-sim (Meta's Graph API and
+//! webhooks, with a real WebRTC phone answering business offers).
+//!
+//! Each test asserts the SIP responses SIPp logged and the Graph requests the simulator
+//! recorded: which were sent and, as importantly, which were not (no `connect` when the
+//! gateway refuses a call before Meta).
+//!
+//! SIPp comes from `scripts/setup.sh` (Debian `sip-tester`). Without it a test fails when
+//! `CI=true` and is skipped loudly otherwise. Tests run one at a time; waits are bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use whatsip_gateway::config::{Config, Environment};
+use whatsip_gateway::runtime::{Gateway, GatewayHandle};
+use whatsip_sim::core::{
+    BusinessCallBehaviour, CoreConfig, PermissionGrant, PermissionRequestBehaviour, UserBehaviour,
+    UserProfile,
+};
+use whatsip_sim::{
+    Faults, GraphFault, GraphFaultRule, PhoneNumberId, SimConfig, SimHandle, Simulator, WaId,
+    WebRtcPeerFactory, WebhookConfig,
+};
+
+const APP_SECRET: &str = "e2e-app-secret";
+const PNID: &str = "106540352242922";
+const USER: &str = "4915112345678";
+const TONE_HZ: f64 = 1_000.0;
+const WAIT: Duration = Duration::from_secs(30);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+struct TestEnv;
+
+impl Environment for TestEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        match name {
+            "E2E_TOKEN" => Some("e2e-token".into()),
+            "E2E_SECRET" => Some(APP_SECRET.into()),
+            "E2E_VERIFY" => Some("e2e-verify".into()),
+            "E2E_PBX_PASSWORD" => Some("s3cret".into()),
+            _ => None,
+        }
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            path.display().to_string(),
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct SippRun {
+    status: Option<i32>,
+    killed: bool,
+    messages: String,
+    stderr: String,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `sipp` on PATH; `None` (test skipped) only outside CI.
+fn sipp() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("sipp"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "sipp not found on PATH (install with scripts/setup.sh)"
+        );
+        eprintln!("\n!!!!!!!! SIPp NOT FOUND: SKIPPING E2E TEST (run scripts/setup.sh) !!!!!!!!\n");
+    }
+    found
+}
+
+/// A port free on both UDP and TCP at 127.0.0.1 right now.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port")
+}
+
+struct Harness {
+    sim: SimHandle,
+    phones: whatsip_sim::PhoneRegistry,
+    gw: Option<GatewayHandle>,
+    sip_port: u16,
+    dir: TempDir,
+    sipp: PathBuf,
+}
+
+/// Starts the simulator (user behaviour `on_call`, permission `grant`) and the gateway.
+async fn harness(
+    on_call: BusinessCallBehaviour,
+    grant: Option<PermissionGrant>,
+    auto_request: bool,
+    faults: Faults,
+) -> Option<Harness> {
+    let sipp = sipp()?;
+    let n = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("whatsip-e2e-out-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir(dir);
+    let webhook_port = free_port();
+    let factory = WebRtcPeerFactory::new(Some(TONE_HZ));
+    let phones = factory.registry();
+    let user = WaId::parse(USER).unwrap();
+    let sim = Simulator::start(SimConfig {
+        core: CoreConfig {
+            users: vec![UserProfile {
+                wa_id: user.clone(),
+                name: "E2E User".into(),
+                behaviour: UserBehaviour {
+                    on_business_call: on_call,
+                    on_permission_request: PermissionRequestBehaviour::Ignore,
+                },
+            }],
+            ..CoreConfig::default()
+        },
+        webhook: WebhookConfig {
+            url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
+            app_secret: APP_SECRET.into(),
+            ..WebhookConfig::default()
+        },
+        peers: Arc::new(factory),
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    if let Some(grant) = grant {
+        sim.set_permission(&PhoneNumberId::parse(PNID).unwrap(), &user, grant)
+            .await
+            .unwrap();
+    }
+
+    let sip_port = free_port();
+    let range = 43_000 + 40 * (n % 100);
+    let toml = format!(
+        r#"
+[meta]
+graph_base_url = "{graph}"
+access_token = {{ env = "E2E_TOKEN" }}
+app_secret = {{ env = "E2E_SECRET" }}
+verify_token = {{ env = "E2E_VERIFY" }}
+
+[[business_numbers]]
+phone_number_id = "{PNID}"
+number = "+4930901820"
+
+[[business_numbers]]
+phone_number_id = "106540352242999"
+number = "+12025550123"
+
+[webhook]
+listen = "127.0.0.1:{webhook_port}"
+
+[[sip.listen]]
+transport = "udp"
+address = "127.0.0.1:{sip_port}"
+
+[pbx]
+address = "127.0.0.1:{pbx_port}"
+transport = "udp"
+codecs = ["PCMU", "PCMA"]
+options_ping_interval_s = 0
+
+[media]
+bind = "127.0.0.1"
+rtp_port_min = {range}
+rtp_port_max = {range_end}
+
+[logging]
+redact_phone_numbers = false
+
+[admin]
+listen = ""
+
+[outbound]
+ring_timeout_s = 8
+auto_permission_request = {auto_request}
+permission_request_text = "May we call you about your order?"
+
+[[dialplan.rule]]
+name = "out-us"
+direction = "outbound"
+customer = {{ regex = 'us(\d+)' }}
+whatsapp_user = "+${{1}}"
+
+[[dialplan.rule]]
+name = "out-intl"
+direction = "outbound"
+customer = {{ regex = '\+(\d+)' }}
+whatsapp_user = "+${{1}}"
+from_business = "+4930901820"
+auto_permission_request = {auto_request}
+"#,
+        graph = sim.base_url(),
+        pbx_port = free_port(),
+        range_end = range + 39,
+    );
+    let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
+    let gw = Gateway::start(config).await.unwrap();
+    Some(Harness {
+        sim,
+        phones,
+        gw: Some(gw),
+        sip_port,
+        dir,
+        sipp,
+    })
+}
+
+impl Harness {
+    /// Runs SIPp as the PBX placing one call to `service`; returns when SIPp exits.
+    async fn place_call(&self, scenario: &str, service: &str, hold_ms: u64) -> SippRun {
+        self.place_call_from(scenario, service, hold_ms, None).await
+    }
+
+    /// As [`Self::place_call`], with the PBX asserting `from` as the calling business.
+    async fn place_call_from(
+        &self,
+        scenario: &str,
+        service: &str,
+        hold_ms: u64,
+        from: Option<&str>,
+    ) -> SippRun {
+        let mut scenario = repo_root().join("tests/sipp").join(scenario);
+        assert!(scenario.is_file(), "{} missing", scenario.display());
+        if let Some(from) = from {
+            let xml = std::fs::read_to_string(&scenario)
+                .unwrap()
+                .replace("+4930901820", from);
+            scenario = self.dir.0.join("from-variant.xml");
+            std::fs::write(&scenario, xml).unwrap();
+        }
+        let messages = self.dir.0.join(format!("{service}-messages.log"));
+        let errors = self.dir.0.join(format!("{service}-errors.log"));
+        let _ = std::fs::remove_file(&messages);
+        let args: Vec<String> = vec![
+            format!("127.0.0.1:{}", self.sip_port),
+            "-sf".into(),
+            scenario.display().to_string(),
+            "-s".into(),
+            service.into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-mi".into(),
+            "127.0.0.1".into(),
+            "-mp".into(),
+            free_port().to_string(),
+            "-rtp_echo".into(),
+            "-t".into(),
+            "u1".into(),
+            "-m".into(),
+            "1".into(),
+            "-d".into(),
+            hold_ms.to_string(),
+            "-nostdin".into(),
+            "-timeout".into(),
+            "60s".into(),
+            "-timeout_error".into(),
+            "-trace_msg".into(),
+            "-message_file".into(),
+            messages.display().to_string(),
+            "-trace_err".into(),
+            "-error_file".into(),
+            errors.display().to_string(),
+        ];
+        let sipp = self.sipp.clone();
+        let dir = self.dir.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(sipp)
+                .args(&args)
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sipp");
+            let mut killed = false;
+            let mut status = None;
+            // bounded: 90 s in 50 ms steps
+            for _ in 0..1800 {
+                if let Some(s) = child.try_wait().unwrap() {
+                    status = s.code();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if status.is_none() && child.try_wait().unwrap().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                killed = true;
+            }
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut stderr);
+            }
+            SippRun {
+                status,
+                killed,
+                messages: std::fs::read_to_string(&messages).unwrap_or_default(),
+                stderr: stderr + &std::fs::read_to_string(&errors).unwrap_or_default(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Graph `/calls` actions, in order.
+    fn call_actions(&self) -> Vec<String> {
+        self.sim
+            .graph_requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/calls") && r.method == "POST")
+            .filter_map(|r| r.action)
+            .collect()
+    }
+
+    /// Permission requests (`POST /messages`) sent.
+    fn permission_requests(&self) -> usize {
+        self.sim
+            .graph_requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/messages") && r.method == "POST")
+            .filter(|r| r.raw_body.contains("call_permission_request"))
+            .count()
+    }
+
+    /// Waits until no RTP port is held, then shuts everything down.
+    async fn finish(mut self) {
+        let gw = self.gw.take().unwrap();
+        let mut clean = false;
+        for _ in 0..200 {
+            if gw.calls_in_progress() == 0 && gw.media_ports_in_use() == 0 {
+                clean = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            clean,
+            "left behind: {} calls, {} rtp port pairs",
+            gw.calls_in_progress(),
+            gw.media_ports_in_use()
+        );
+        gw.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+fn assert_sipp_ok(run: &SippRun) {
+    assert!(
+        run.status == Some(0) && !run.killed,
+        "sipp failed: {:?} killed={} stderr={}\nmessages:\n{}",
+        run.status,
+        run.killed,
+        run.stderr,
+        run.messages
+    );
+}
+
+/// The status lines of the responses SIPp received.
+fn received_statuses(run: &SippRun) -> Vec<u16> {
+    run.messages
+        .lines()
+        .filter_map(|l| l.strip_prefix("SIP/2.0 "))
+        .filter_map(|l| l.get(..3)?.parse().ok())
+        .collect()
+}
+
+fn answer_behaviour() -> BusinessCallBehaviour {
+    BusinessCallBehaviour::Answer {
+        after: Duration::from_secs(1),
+        hang_up_after: None,
+        dtmf: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Temporary),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    // audio while the call is up: the phone's tone goes to the PBX as PCMU, comes back
+    // from SIPp's RTP echo and reaches the phone again as Opus
+    let tone = async {
+        let mut phone = None;
+        for _ in 0..(WAIT.as_millis() / 50) {
+            phone = h.phones.last();
+            if phone.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let phone = phone.expect("the simulator created a phone");
+        phone
+            .wait_for(WAIT, |s| {
+                s.audio
+                    .tone
+                    .as_ref()
+                    .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0 && t.frames >= 25)
+            })
+            .await
+    };
+    let service = format!("+{USER}");
+    let (run, (status, tone_ok)) =
+        tokio::join!(h.place_call("uac_wa_answer.xml", &service, 8_000), tone);
+    assert_sipp_ok(&run);
+    assert!(tone_ok, "tone not heard back at the phone: {status:?}");
+    let statuses = received_statuses(&run);
+    assert!(statuses.contains(&180), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let m = &run.messages;
+    assert!(
+        m.contains("m=audio "),
+        "200 OK carries the PBX-leg SDP answer: {m}"
+    );
+    // PBX BYE → terminate
+    let term = h
+        .sim
+        .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
+        .await;
+    assert!(term.is_ok(), "{:?}", h.call_actions());
+    assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    let connect = h
+        .sim
+        .graph_requests()
+        .into_iter()
+        .find(|r| r.action.as_deref() == Some("connect"))
+        .unwrap();
+    assert_eq!(connect.body["to"], USER);
+    assert_eq!(connect.body["session"]["sdp_type"], "offer");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_user_rejects_603() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        BusinessCallBehaviour::Reject {
+            after: Duration::from_secs(1),
+        },
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    let statuses = received_statuses(&run);
+    assert_eq!(statuses.last(), Some(&603), "{statuses:?}");
+    assert!(statuses.contains(&180), "{statuses:?}");
+    assert!(
+        run.messages.contains("Reason: Q.850;cause=21"),
+        "{}",
+        run.messages
+    );
+    // REJECTED is followed by Meta's terminate webhook: no terminate from us
+    assert_eq!(h.call_actions(), ["connect"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_no_answer_480_and_terminate() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        BusinessCallBehaviour::Ignore,
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    let statuses = received_statuses(&run);
+    assert_eq!(statuses.last(), Some(&480), "{statuses:?}");
+    let term = h
+        .sim
+        .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
+        .await;
+    assert!(term.is_ok(), "{:?}", h.call_actions());
+    assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_no_permission_403_without_connect_or_request() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::None),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert!(run.messages.contains("Reason: "), "{}", run.messages);
+    assert!(h.call_actions().is_empty(), "{:?}", h.call_actions());
+    assert_eq!(h.permission_requests(), 0);
+    // the permission was queried before refusing
+    assert!(
+        h.sim
+            .graph_requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/call_permissions"))
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_no_permission_sends_request_then_rate_limit_refuses_next() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::None),
+        true,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    for attempt in 0..3 {
+        let run = h
+            .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+            .await;
+        assert_sipp_ok(&run);
+        assert_eq!(
+            received_statuses(&run).last(),
+            Some(&403),
+            "attempt {attempt}: {}",
+            run.messages
+        );
+    }
+    // 1 per 24 h: the first attempt sent the request, the second and third did not
+    assert_eq!(h.permission_requests(), 1);
+    assert!(h.call_actions().is_empty(), "{:?}", h.call_actions());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_permission_granted_by_webhook_then_call_connects() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::None),
+        true,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert_eq!(h.permission_requests(), 1);
+    // the user accepts: the call_permission_reply webhook feeds the gateway's cache
+    h.sim
+        .user_replies_permission(
+            &PhoneNumberId::parse(PNID).unwrap(),
+            &WaId::parse(USER).unwrap(),
+            whatsip_sim::core::PermissionReply::AcceptTemporary,
+        )
+        .await
+        .unwrap();
+    h.sim
+        .wait_for_webhook(WAIT, |w| w.body.contains("call_permission_reply"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let run = h
+        .place_call("uac_wa_answer.xml", &format!("+{USER}"), 2_000)
+        .await;
+    assert_sipp_ok(&run);
+    assert!(received_statuses(&run).contains(&200), "{}", run.messages);
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
+        .await
+        .unwrap();
+    assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_pbx_cancel_while_ringing_terminates_487() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        BusinessCallBehaviour::Ignore,
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_cancel.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    let statuses = received_statuses(&run);
+    assert!(statuses.contains(&180), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&487), "{statuses:?}");
+    let term = h
+        .sim
+        .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
+        .await;
+    assert!(term.is_ok(), "{:?}", h.call_actions());
+    assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_blocked_business_country_403_nothing_sent() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    // the PBX calls from +1 202…: business-initiated calls are unavailable there (§7.2)
+    let run = h
+        .place_call_from(
+            "uac_wa_refused.xml",
+            &format!("us{USER}"),
+            0,
+            Some("+12025550123"),
+        )
+        .await;
+    assert_sipp_ok(&run);
+    let statuses = received_statuses(&run);
+    assert_eq!(statuses.last(), Some(&403), "{statuses:?}");
+    assert!(
+        run.messages.contains("Reason: Q.850;cause=57"),
+        "{}",
+        run.messages
+    );
+    assert!(run.messages.contains("Warning: "), "{}", run.messages);
+    assert!(
+        h.sim.graph_requests().is_empty(),
+        "{:?}",
+        h.sim.graph_requests()
+    );
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_meta_concurrency_error_503() {
+    let _serial = SERIAL.lock().await;
+    let faults = Faults {
+        graph: vec![GraphFaultRule {
+            endpoint: Some("calls".into()),
+            action: Some("connect".into()),
+            fault: GraphFault::Error { code: 138002 },
+            times: Some(1),
+        }],
+        ..Faults::default()
+    };
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        faults,
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&503),
+        "{}",
+        run.messages
+    );
+    assert!(run.messages.contains("138002"), "{}", run.messages);
+    assert!(run.messages.contains("Retry-After: "), "{}", run.messages);
+    assert_eq!(h.call_actions(), ["connect"]);
+    h.finish().await;
+}
