@@ -437,20 +437,36 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let phone = phone.expect("the simulator created a phone");
-        phone
+        let (status, tone) = phone
             .wait_for(WAIT, |s| {
                 s.audio
                     .tone
                     .as_ref()
                     .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0 && t.frames >= 25)
             })
-            .await
+            .await;
+        if !tone {
+            return (status, false, false);
+        }
+        // DTMF both ways: the phone's digit (RFC 4733 PT 126) reaches the PBX as
+        // telephone-event/8000, SIPp echoes it, and it reaches the phone again on PT 126
+        let call = h
+            .sim
+            .calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.user.as_str() == USER)
+            .expect("the business-initiated call");
+        h.sim.user_presses(&call.id, "7").await.unwrap();
+        let (status, digit) = phone.wait_for(WAIT, |s| s.audio.digits.contains('7')).await;
+        (status, true, digit)
     };
     let service = format!("+{USER}");
-    let (run, (status, tone_ok)) =
+    let (run, (status, tone_ok, digit_ok)) =
         tokio::join!(h.place_call("uac_wa_answer.xml", &service, 8_000), tone);
     assert_sipp_ok(&run);
     assert!(tone_ok, "tone not heard back at the phone: {status:?}");
+    assert!(digit_ok, "digit not echoed back to the phone: {status:?}");
     let statuses = received_statuses(&run);
     assert!(statuses.contains(&180), "{statuses:?}");
     assert!(statuses.contains(&200), "{statuses:?}");
@@ -757,5 +773,42 @@ async fn e2e_out_meta_concurrency_error_503() {
     assert!(run.messages.contains("138002"), "{}", run.messages);
     assert!(run.messages.contains("Retry-After: "), "{}", run.messages);
     assert_eq!(h.call_actions(), ["connect"]);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_sip_info_dtmf_reaches_the_phone() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    let digit = async {
+        let mut phone = None;
+        for _ in 0..(WAIT.as_millis() / 50) {
+            phone = h.phones.last();
+            if phone.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let phone = phone.expect("the simulator created a phone");
+        phone.wait_for(WAIT, |s| s.audio.digits.contains('5')).await
+    };
+    let service = format!("+{USER}");
+    let (run, (status, ok)) = tokio::join!(h.place_call("uac_wa_info.xml", &service, 3_000), digit);
+    assert_sipp_ok(&run);
+    // SIP INFO Signal=5 became RFC 4733 telephone-event on PT 126 toward the phone
+    assert!(ok, "INFO digit not detected at the phone: {status:?}");
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
+        .await
+        .unwrap();
     h.finish().await;
 }

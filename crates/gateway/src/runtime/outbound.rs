@@ -759,6 +759,33 @@ impl OutTask {
                     .await;
                 }
             }
+            Method::Info => {
+                let ctype = req.request.headers.get("Content-Type").unwrap_or("");
+                let body = std::str::from_utf8(&req.request.body).unwrap_or("");
+                match info_dtmf(ctype, body) {
+                    Some((digit, duration)) => {
+                        if let Some(m) = &self.media {
+                            let _ = m
+                                .handle
+                                .commands
+                                .send(MediaCommand::SendDtmf {
+                                    to: Leg::Wa,
+                                    digit,
+                                    duration,
+                                })
+                                .await;
+                            self.milestone(MilestoneKind::Dtmf {
+                                digit,
+                                from_whatsapp: false,
+                            });
+                        }
+                        self.respond_plain(&req, StatusCode::OK).await;
+                    }
+                    // an INFO package we do not know: 200 keeps the dialog (RFC 6086 §4.2.2
+                    // would want 469 for a known Info-Package; legacy INFO has none)
+                    None => self.respond_plain(&req, StatusCode::OK).await,
+                }
+            }
             Method::Ack | Method::Cancel => {}
             _ => self.respond_plain(&req, StatusCode::OK).await,
         }
@@ -1206,6 +1233,44 @@ impl OutTask {
     }
 }
 
+/// A DTMF digit from a SIP INFO body: `application/dtmf-relay` (`Signal=5`,
+/// `Duration=160`) or `application/dtmf` (the digit alone). Duration defaults to 160 ms
+/// and is clamped to 40..=5000 ms.
+fn info_dtmf(content_type: &str, body: &str) -> Option<(char, Duration)> {
+    let ctype = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let valid = |c: char| matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D');
+    let (digit, ms) = match ctype.as_str() {
+        "application/dtmf-relay" => {
+            let mut digit = None;
+            let mut ms = None;
+            for line in body.lines() {
+                let Some((k, v)) = line.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "signal" => digit = v.trim().chars().next(),
+                    "duration" => ms = v.trim().parse::<u64>().ok(),
+                    _ => {}
+                }
+            }
+            (digit?, ms)
+        }
+        "application/dtmf" => (body.trim().chars().next()?, None),
+        _ => return None,
+    };
+    valid(digit).then(|| {
+        (
+            digit.to_ascii_uppercase(),
+            Duration::from_millis(ms.unwrap_or(160).clamp(40, 5000)),
+        )
+    })
+}
+
 fn end_reason(end: Option<&OutboundEnd>) -> String {
     match end {
         Some(OutboundEnd::WaHangup) => "whatsapp hangup".into(),
@@ -1241,6 +1306,29 @@ async fn sleep_opt(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sip_info_dtmf_bodies() {
+        assert_eq!(
+            info_dtmf("application/dtmf-relay", "Signal=5\r\nDuration=250\r\n"),
+            Some(('5', Duration::from_millis(250)))
+        );
+        assert_eq!(
+            info_dtmf("Application/DTMF-Relay", "Signal= #\r\n"),
+            Some(('#', Duration::from_millis(160)))
+        );
+        assert_eq!(
+            info_dtmf("application/dtmf", "a"),
+            Some(('A', Duration::from_millis(160)))
+        );
+        assert_eq!(
+            info_dtmf("application/dtmf-relay", "Signal=5\nDuration=1"),
+            Some(('5', Duration::from_millis(40)))
+        );
+        assert_eq!(info_dtmf("application/dtmf-relay", "Signal=x"), None);
+        assert_eq!(info_dtmf("application/dtmf-relay", "Duration=100"), None);
+        assert_eq!(info_dtmf("text/plain", "Signal=5"), None);
+    }
 
     #[test]
     fn dialled_and_asserted_numbers() {
