@@ -558,3 +558,133 @@ async fn ops_cdrs_of_an_answered_and_a_busy_call_are_stored_and_exported() {
     assert_eq!(lines[1]["wa_call_id"], busy.as_str());
     assert_eq!(lines[1]["outcome"], "rejected");
 }
+
+/// A plain HTTP/1.1 GET on 127.0.0.1 (bounded): status and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let text = tokio::time::timeout(WAIT, fetch)
+        .await
+        .expect("admin server answers");
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, body.to_owned())
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_metrics_health_and_readiness_after_an_answered_call() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let Some(mut h) = harness(Kind::Udp, "uas_wa_echo.xml", state.path(), admin).await else {
+        return;
+    };
+    let addr = h.gw.as_ref().unwrap().admin_addr().expect("admin enabled");
+    assert_eq!(addr.port(), admin);
+
+    let (status, body) = http_get(addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(addr, "/readyz").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["checks"]["sip_listening"], true);
+    assert_eq!(v["checks"]["webhook_listening"], true);
+    assert_eq!(
+        v["checks"]["pbx_options"], "unknown",
+        "pings are off in this config"
+    );
+
+    answered_call(&mut h).await;
+    for _ in 0..100 {
+        if h.gw.as_ref().unwrap().calls_in_progress() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let get = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("{p} missing in\n{text}"));
+    assert_eq!(
+        get("whatsip_call_attempts_total{direction=\"inbound\"}"),
+        1.0
+    );
+    assert_eq!(get("whatsip_calls_in_progress{direction=\"inbound\"}"), 0.0);
+    assert_eq!(
+        get(
+            "whatsip_call_outcomes_total{direction=\"inbound\",outcome=\"answered\",cause=\"whatsapp_hangup\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_answer_seizure_ratio{direction=\"inbound\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_call_duration_seconds_count{direction=\"inbound\"}"),
+        1.0
+    );
+    assert!(get("whatsip_call_duration_seconds_sum{direction=\"inbound\"}") > 0.0);
+    assert_eq!(get("whatsip_setup_webhook_to_invite_seconds_count"), 1.0);
+    assert_eq!(get("whatsip_setup_answer_to_accept_seconds_count"), 1.0);
+    assert!(get("whatsip_rtp_packets_total{leg=\"whatsapp\"}") > 25.0);
+    assert!(get("whatsip_rtp_packets_total{leg=\"pbx\"}") > 25.0);
+    assert_eq!(get("whatsip_rtp_jitter_seconds_count{leg=\"pbx\"}"), 1.0);
+    // INVITE, ACK, BYE out at least; 100/180/200 and the BYE's 200 in
+    assert!(get("whatsip_sip_messages_total{flow=\"out\",method=\"all\",status=\"all\"}") >= 3.0);
+    assert!(get("whatsip_sip_messages_total{flow=\"in\",method=\"all\",status=\"all\"}") >= 3.0);
+    assert_eq!(get("whatsip_webhook_signature_failures_total"), 0.0);
+
+    // a webhook POST with a wrong signature is refused and counted
+    let webhook = h.gw.as_ref().unwrap().webhook_addr().unwrap();
+    let post = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(webhook).await.unwrap();
+        let body = "{\"object\":\"whatsapp_business_account\",\"entry\":[]}";
+        let req = format!(
+            "POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "00".repeat(32),
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let resp = tokio::time::timeout(WAIT, post).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "whatsip_webhook_signature_failures_total"),
+        Some(1.0)
+    );
+
+    h.finish().await;
+}

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) cdr: Option<super::ops_cdr::CdrWriter>,
     /// Prometheus metrics.
     pub(crate) metrics: Arc<crate::ops::metrics::Metrics>,
+    /// Health facts for `/readyz` (PBX reachability, draining).
+    pub(crate) health: super::ops_admin::Health,
 }
 
 /// Live calls by WhatsApp call id and by the SIP Call-IDs of their attempts.

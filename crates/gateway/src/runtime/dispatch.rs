@@ -92,6 +92,7 @@ impl Dispatcher {
 
     async fn shutdown(&mut self) {
         self.accepting = false;
+        self.shared.health.set_draining();
         self.outbound.shutdown();
         for tx in self.shared.registry.all() {
             deliver(tx, CallCommand::Shutdown);
@@ -288,6 +289,7 @@ impl Dispatcher {
             EndpointEvent::Cancelled { id, .. } => self.outbound.on_cancelled(id),
             EndpointEvent::PeerStatus { target, up } => {
                 info!(pbx = %target.addr, up, "pbx reachability changed");
+                self.shared.health.set_pbx_up(up);
             }
             _ => {}
         }

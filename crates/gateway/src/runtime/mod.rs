@@ -24,6 +24,7 @@ mod call;
 mod clock;
 mod dispatch;
 mod milestone;
+mod ops_admin;
 mod ops_cdr;
 mod outbound;
 mod pbx;
@@ -109,6 +110,7 @@ impl Gateway {
             registry: call::Registry::default(),
             cdr,
             metrics: Arc::new(crate::ops::metrics::Metrics::new()),
+            health: ops_admin::Health::default(),
         });
         let (commands, commands_rx) = mpsc::channel(16);
         let dispatcher = dispatch::Dispatcher::new(shared.clone(), sides);
@@ -123,11 +125,24 @@ impl Gateway {
             pbx = %shared.pbx_target.addr,
             "gateway started"
         );
+        let admin = match config.admin.listen {
+            Some(listen) => Some(
+                ops_admin::AdminServer::start(
+                    listen,
+                    shared.clone(),
+                    webhook.stats_handle(),
+                    webhook.local_addr(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(GatewayHandle {
             shared,
             webhook: Some(webhook),
             commands,
             task: Some(task),
+            admin,
         })
     }
 }
@@ -140,6 +155,7 @@ pub struct GatewayHandle {
     webhook: Option<WebhookServer>,
     commands: mpsc::Sender<dispatch::Command>,
     task: Option<JoinHandle<()>>,
+    admin: Option<ops_admin::AdminServer>,
 }
 
 impl GatewayHandle {
@@ -151,6 +167,11 @@ impl GatewayHandle {
     /// Calls whose task is still running (both legs not yet released).
     pub fn calls_in_progress(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// The admin server's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(ops_admin::AdminServer::local_addr)
     }
 
     /// The gateway's Prometheus metrics.
@@ -201,6 +222,9 @@ impl GatewayHandle {
             w.shutdown().await;
         }
         self.shared.sip.shutdown().await;
+        if let Some(admin) = self.admin.take() {
+            admin.shutdown().await;
+        }
     }
 }
 
@@ -371,6 +395,14 @@ async fn start_sip(
             password: auth.password.expose().to_owned(),
             realm: auth.realm.clone(),
         });
+    }
+    // INVITEs from the PBX (business-initiated calls) must answer a digest challenge
+    if let Some(auth) = &config.pbx.inbound_auth {
+        ep.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
+            auth.realm.as_deref().unwrap_or(&config.pbx.domain),
+            &auth.username,
+            auth.password.expose(),
+        ));
     }
     Endpoint::start(ep).await.map_err(|e| RuntimeError::Bind {
         what: "sip endpoint",

@@ -276,6 +276,11 @@ impl WebhookServer {
         &self.stats
     }
 
+    /// The counters, shared (for a metrics endpoint that outlives this borrow).
+    pub fn stats_handle(&self) -> Arc<WebhookStats> {
+        self.stats.clone()
+    }
+
     /// Stops accepting, lets in-flight requests finish, and stops processing.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
