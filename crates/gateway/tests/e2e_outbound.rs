@@ -127,6 +127,17 @@ async fn harness(
     auto_request: bool,
     faults: Faults,
 ) -> Option<Harness> {
+    harness_with(on_call, grant, auto_request, faults, "").await
+}
+
+/// As [`harness`], with extra lines in `[pbx]`.
+async fn harness_with(
+    on_call: BusinessCallBehaviour,
+    grant: Option<PermissionGrant>,
+    auto_request: bool,
+    faults: Faults,
+    pbx_extra: &str,
+) -> Option<Harness> {
     let sipp = sipp()?;
     let n = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("whatsip-e2e-out-{}-{n}", std::process::id()));
@@ -195,6 +206,7 @@ address = "127.0.0.1:{pbx_port}"
 transport = "udp"
 codecs = ["PCMU", "PCMA"]
 options_ping_interval_s = 0
+{pbx_extra}
 
 [media]
 bind = "127.0.0.1"
@@ -245,16 +257,19 @@ auto_permission_request = {auto_request}
 impl Harness {
     /// Runs SIPp as the PBX placing one call to `service`; returns when SIPp exits.
     async fn place_call(&self, scenario: &str, service: &str, hold_ms: u64) -> SippRun {
-        self.place_call_from(scenario, service, hold_ms, None).await
+        self.place_call_with(scenario, service, hold_ms, None, &[])
+            .await
     }
 
-    /// As [`Self::place_call`], with the PBX asserting `from` as the calling business.
-    async fn place_call_from(
+    /// As [`Self::place_call`], with the PBX asserting `from` as the calling business and
+    /// extra SIPp arguments.
+    async fn place_call_with(
         &self,
         scenario: &str,
         service: &str,
         hold_ms: u64,
         from: Option<&str>,
+        extra: &[&str],
     ) -> SippRun {
         let mut scenario = repo_root().join("tests/sipp").join(scenario);
         assert!(scenario.is_file(), "{} missing", scenario.display());
@@ -268,7 +283,7 @@ impl Harness {
         let messages = self.dir.0.join(format!("{service}-messages.log"));
         let errors = self.dir.0.join(format!("{service}-errors.log"));
         let _ = std::fs::remove_file(&messages);
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             format!("127.0.0.1:{}", self.sip_port),
             "-sf".into(),
             scenario.display().to_string(),
@@ -300,6 +315,7 @@ impl Harness {
             "-error_file".into(),
             errors.display().to_string(),
         ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let sipp = self.sipp.clone();
         let dir = self.dir.0.clone();
         tokio::task::spawn_blocking(move || {
@@ -714,11 +730,12 @@ async fn e2e_out_blocked_business_country_403_nothing_sent() {
     };
     // the PBX calls from +1 202…: business-initiated calls are unavailable there (§7.2)
     let run = h
-        .place_call_from(
+        .place_call_with(
             "uac_wa_refused.xml",
             &format!("us{USER}"),
             0,
             Some("+12025550123"),
+            &[],
         )
         .await;
     assert_sipp_ok(&run);
@@ -810,5 +827,77 @@ async fn e2e_out_sip_info_dtmf_reaches_the_phone() {
         .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
         .await
         .unwrap();
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_invite_from_outside_the_trunk_acl_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness_with(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+        r#"allowed_sources = ["192.0.2.0/24"]"#,
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert!(
+        h.sim.graph_requests().is_empty(),
+        "{:?}",
+        h.sim.graph_requests()
+    );
+    h.finish().await;
+}
+
+/// The PBX must authenticate its INVITEs when `inbound_auth` is set. (SIPp cannot answer
+/// the SHA-256 challenge whatsip lists first, so this checks the refusal side only: an
+/// INVITE without credentials is challenged and nothing reaches Meta.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_invite_without_credentials_is_challenged() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness_with(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+        r#"inbound_auth = { username = "trunk", password = { env = "E2E_PBX_PASSWORD" } }"#,
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&401),
+        "{}",
+        run.messages
+    );
+    assert!(
+        run.messages.contains("WWW-Authenticate: Digest"),
+        "{}",
+        run.messages
+    );
+    assert!(
+        h.sim.graph_requests().is_empty(),
+        "{:?}",
+        h.sim.graph_requests()
+    );
     h.finish().await;
 }

@@ -230,7 +230,11 @@ impl Outbound {
             return None;
         };
         if !accepting {
-            self.spawn_reply(&req, tasks, simple(503, "gateway shutting down"));
+            let reply = SipReply {
+                retry_after: Some(Duration::from_secs(30)),
+                ..simple(503, "gateway shutting down")
+            };
+            self.spawn_reply(&req, tasks, reply);
             return None;
         }
         let pbx = &self.shared.config.pbx;
