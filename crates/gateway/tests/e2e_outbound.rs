@@ -901,3 +901,51 @@ async fn e2e_out_invite_without_credentials_is_challenged() {
     );
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_consent_guard_refuses_after_two_rejected_calls() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        BusinessCallBehaviour::Reject {
+            after: Duration::from_millis(500),
+        },
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    // [outbound] max_consecutive_unanswered defaults to 2 (Meta revokes at 4)
+    for attempt in 0..2 {
+        let run = h
+            .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+            .await;
+        assert_sipp_ok(&run);
+        assert_eq!(
+            received_statuses(&run).last(),
+            Some(&603),
+            "attempt {attempt}: {}",
+            run.messages
+        );
+    }
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert!(
+        run.messages.contains("consecutive unanswered calls"),
+        "{}",
+        run.messages
+    );
+    // two connects, none for the refused third call
+    assert_eq!(h.call_actions(), ["connect", "connect"]);
+    h.finish().await;
+}
