@@ -259,6 +259,7 @@ fn run(path: &Path) -> ExitCode {
         eprintln!("warning: {w}");
     }
     init_logging(&cfg);
+    let drain = cfg.admin.drain_timeout;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -277,27 +278,31 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_stop_signal().await;
-        tracing::info!("stopping: ending live calls");
-        gateway.shutdown().await;
+        if wait_for_stop_signal().await {
+            tracing::info!(drain_s = drain.as_secs(), "SIGTERM: draining");
+            gateway.drain(drain).await;
+        } else {
+            tracing::info!("stopping: ending live calls");
+            gateway.shutdown().await;
+        }
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM or Ctrl-C.
-async fn wait_for_stop_signal() {
+/// SIGTERM (`true`: drain live calls first) or Ctrl-C (`false`: end them now).
+async fn wait_for_stop_signal() -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+            return tokio::select! {
+                _ = term.recv() => true,
+                _ = tokio::signal::ctrl_c() => false,
+            };
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    false
 }
 
 fn init_logging(cfg: &Config) {

@@ -89,6 +89,10 @@ struct Harness {
     milestones: broadcast::Receiver<CallMilestone>,
     seen: Vec<MilestoneKind>,
     sipp: Option<std::thread::JoinHandle<SippRun>>,
+    /// Set to stop SIPp early (a test that kills the gateway mid-call).
+    sipp_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The gateway's config (for a test that runs the binary instead).
+    toml: String,
     _dir: TempDir,
 }
 
@@ -139,6 +143,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts SIPp as the PBX in a thread; it is killed if it runs over `limit`.
+#[allow(clippy::too_many_arguments)] // a test helper; every caller names what it passes
 fn start_sipp(
     sipp: PathBuf,
     kind: Kind,
@@ -147,6 +152,7 @@ fn start_sipp(
     media_port: u16,
     dir: &Path,
     calls: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<SippRun> {
     let scenario = repo_root().join("tests/sipp").join(scenario);
     assert!(scenario.is_file(), "{} missing", scenario.display());
@@ -192,6 +198,9 @@ fn start_sipp(
         let mut status = None;
         // bounded: 100 s in 50 ms steps
         for _ in 0..2000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             if let Some(s) = child.try_wait().unwrap() {
                 status = s.code();
                 break;
@@ -233,6 +242,18 @@ async fn wait_tcp_listening(port: u16) {
 /// Gateway + simulator + SIPp running `scenario`, with CDRs in `state` (`cdr.db`,
 /// `cdr.jsonl`) and the admin server on `admin_port`.
 async fn harness(kind: Kind, scenario: &str, state: &Path, admin_port: u16) -> Option<Harness> {
+    harness_opts(kind, scenario, state, admin_port, true).await
+}
+
+/// As [`harness`]; `in_process: false` starts no gateway (the test runs the binary with
+/// [`Harness::toml`]).
+async fn harness_opts(
+    kind: Kind,
+    scenario: &str,
+    state: &Path,
+    admin_port: u16,
+    in_process: bool,
+) -> Option<Harness> {
     let scenario = Some(scenario);
     let (ring_timeout_s, faults, sipp_calls) = (20, Faults::default(), 1);
     let (target_user, rule_extra, pbx_extra) = ("agent", "", "");
@@ -246,9 +267,17 @@ async fn harness(kind: Kind, scenario: &str, state: &Path, admin_port: u16) -> O
     let dir = TempDir(dir);
     let sipp_port = free_port();
     let sipp_media = free_port();
+    let sipp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sipp = scenario.map(|scenario| {
         start_sipp(
-            sipp, kind, scenario, sipp_port, sipp_media, &dir.0, sipp_calls,
+            sipp,
+            kind,
+            scenario,
+            sipp_port,
+            sipp_media,
+            &dir.0,
+            sipp_calls,
+            sipp_stop.clone(),
         )
     });
     match (kind, scenario) {
@@ -339,15 +368,22 @@ headers = {{ "X-E2E-Rule" = "${{rule}}" }}
         jsonl = state.join("cdr.jsonl").display(),
     );
     let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
-    let gw = Gateway::start(config).await.unwrap();
-    let milestones = gw.subscribe();
+    let (gw, milestones) = if in_process {
+        let gw = Gateway::start(config).await.unwrap();
+        let milestones = gw.subscribe();
+        (Some(gw), milestones)
+    } else {
+        (None, broadcast::channel(1).1)
+    };
     Some(Harness {
         sim,
         phones,
-        gw: Some(gw),
+        gw,
         milestones,
         seen: Vec::new(),
         sipp,
+        sipp_stop,
+        toml,
         _dir: dir,
     })
 }
@@ -687,4 +723,183 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
     );
 
     h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_sigterm_drain_refuses_new_calls_then_ends_the_live_one_with_its_cdr() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let Some(mut h) = harness(Kind::Udp, "uas_wa_echo.xml", state.path(), admin).await else {
+        return;
+    };
+    let addr = h.gw.as_ref().unwrap().admin_addr().unwrap();
+    let live = h.user_calls("4915112345678").await;
+    h.sim
+        .wait_for_call_state(&live, CallState::Active, WAIT)
+        .await
+        .expect("the gateway accepted the call");
+
+    // what SIGTERM does in `whatsip run`: drain with the configured limit
+    let gw = h.gw.take().unwrap();
+    let drain = tokio::spawn(gw.drain(Duration::from_secs(4)));
+
+    // not ready any more, and a new call is rejected without reaching the PBX
+    let mut draining = false;
+    for _ in 0..100 {
+        let (status, body) = http_get(addr, "/readyz").await;
+        if status == 503 && body.contains("\"draining\":true") {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(draining, "readyz never reported draining");
+    let refused = h.user_calls("4915187654321").await;
+    let info = h.sim.wait_for_call_end(&refused, WAIT).await.unwrap();
+    assert_ne!(info.state, CallState::Active);
+    // the live call is still up while the drain time runs
+    let now = h
+        .sim
+        .wait_for_call_state(&live, CallState::Active, Duration::from_millis(10))
+        .await;
+    assert!(
+        now.is_ok(),
+        "the live call was cut before the drain time ran out"
+    );
+
+    // then the drain time is over: the live call is ended on both legs
+    tokio::time::timeout(Duration::from_secs(60), drain)
+        .await
+        .expect("drain finishes")
+        .unwrap();
+    h.sim.wait_for_call_end(&live, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    assert!(run.messages.contains("BYE sip:"), "{}", run.messages);
+    let actions = h.graph_actions();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "reject").count(),
+        1,
+        "{actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "terminate"), "{actions:?}");
+    h.sim.shutdown().await;
+
+    let store = whatsip_cdr::CdrStore::open(
+        &state.path().join("cdr.db"),
+        whatsip_cdr::StoreOptions::default(),
+    )
+    .unwrap();
+    let r = store
+        .get(live.as_str())
+        .unwrap()
+        .expect("cdr of the live call");
+    assert_eq!(r.outcome, whatsip_cdr::Outcome::Answered);
+    assert_eq!(r.ending.hangup_by, Some(whatsip_cdr::HangupSide::Gateway));
+    assert_eq!(r.ending.reason.as_deref(), Some("gateway shutdown"));
+    assert!(store.live_calls().unwrap().is_empty());
+}
+
+/// Runs `whatsip run --config FILE` with the test's secrets in its environment.
+fn spawn_whatsip(config: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_whatsip"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("E2E_TOKEN", "e2e-token")
+        .env("E2E_SECRET", APP_SECRET)
+        .env("E2E_VERIFY", "e2e-verify")
+        .env("E2E_PBX_PASSWORD", "s3cret")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start whatsip")
+}
+
+async fn wait_admin(port: u16) -> std::net::SocketAddr {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return addr;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("whatsip never listened on admin port {port}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_sigkill_mid_call_leaves_an_interrupted_cdr_found_at_restart() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let Some(mut h) = harness_opts(Kind::Udp, "uas_wa_echo.xml", state.path(), admin, false).await
+    else {
+        return;
+    };
+    let config = state.path().join("whatsip.toml");
+    std::fs::write(&config, &h.toml).unwrap();
+    let mut gw = KillOnDrop(spawn_whatsip(&config));
+    wait_admin(admin).await;
+
+    let id = h.user_calls("4915112345678").await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .expect("the gateway process accepted the call");
+    // the live record is written at answer; give the writer thread a moment to commit
+    let db = state.path().join("cdr.db");
+    let mut live = false;
+    for _ in 0..100 {
+        let store = whatsip_cdr::CdrStore::open(&db, whatsip_cdr::StoreOptions::default());
+        if store.is_ok_and(|s| {
+            s.live_calls()
+                .is_ok_and(|l| l.iter().any(|r| r.answer_at.is_some()))
+        }) {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(live, "no live cdr for the answered call");
+
+    // SIGKILL: nothing runs at exit
+    gw.0.kill().unwrap();
+    let status = gw.0.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    h.sipp_stop.store(true, Ordering::Relaxed);
+    let _ = h.sipp_result().await;
+
+    // restart: the call that was live becomes an interrupted record
+    let _gw = KillOnDrop(spawn_whatsip(&config));
+    wait_admin(admin).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_whatsip"))
+        .args(["cdr", "--db"])
+        .arg(&db)
+        .args(["show", id.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "interrupted", "{r:#}");
+    assert_eq!(r["customer_number"], "4915112345678");
+    assert!(r["answer_at"].is_number(), "{r:#}");
+    h.sim.shutdown().await;
 }

@@ -28,6 +28,13 @@ pub(crate) enum Command {
         /// Resolved once every call task has finished.
         done: oneshot::Sender<()>,
     },
+    /// Stop taking new calls (webhooks get `reject`, INVITEs 503); live calls go on.
+    Drain,
+    /// How many call tasks are still running.
+    LiveTasks {
+        /// The answer.
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 pub(crate) struct Dispatcher {
@@ -76,6 +83,14 @@ impl Dispatcher {
                     }
                 }
                 c = commands.recv() => match c {
+                    Some(Command::Drain) => {
+                        info!("draining: new calls are refused, live calls go on");
+                        self.accepting = false;
+                        self.shared.health.set_draining();
+                    }
+                    Some(Command::LiveTasks { reply }) => {
+                        let _ = reply.send(self.tasks.len());
+                    }
                     Some(Command::Shutdown { done }) => {
                         self.shutdown().await;
                         let _ = done.send(());

@@ -27,6 +27,7 @@ mod milestone;
 mod ops_admin;
 mod ops_cdr;
 mod outbound;
+mod outbound_admin;
 mod pbx;
 
 use std::collections::HashMap;
@@ -111,6 +112,9 @@ impl Gateway {
             cdr,
             metrics: Arc::new(crate::ops::metrics::Metrics::new()),
             health: ops_admin::Health::default(),
+            permissions: Arc::new(Mutex::new(crate::permission::PermissionTracker::new(
+                (&config.outbound).into(),
+            ))),
         });
         let (commands, commands_rx) = mpsc::channel(16);
         let dispatcher = dispatch::Dispatcher::new(shared.clone(), sides);
@@ -201,6 +205,40 @@ impl GatewayHandle {
             .iter()
             .map(|l| (l.kind, l.addr))
             .collect()
+    }
+
+    /// The SIGTERM path: stops taking new calls (new `connect` webhooks get `reject`, new
+    /// INVITEs 503 with Retry-After), lets live calls finish for up to `limit`, then
+    /// [`GatewayHandle::shutdown`] ends the rest on both legs (their CDRs are written).
+    pub async fn drain(self, limit: Duration) {
+        if self.commands.send(dispatch::Command::Drain).await.is_ok() {
+            let commands = self.commands.clone();
+            let live = || async {
+                let (reply, rx) = oneshot::channel();
+                if commands
+                    .send(dispatch::Command::LiveTasks { reply })
+                    .await
+                    .is_err()
+                {
+                    return 0;
+                }
+                rx.await.unwrap_or(0)
+            };
+            let waited = tokio::time::timeout(limit, async {
+                while live().await > 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            match waited {
+                Ok(()) => info!("drained: no live call left"),
+                Err(_) => info!(
+                    calls = self.calls_in_progress(),
+                    "drain time over: ending the remaining calls"
+                ),
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops taking calls, ends every live call on both legs (BYE/CANCEL toward the PBX,
