@@ -127,7 +127,7 @@ async fn harness(
     auto_request: bool,
     faults: Faults,
 ) -> Option<Harness> {
-    harness_with(on_call, grant, auto_request, faults, "").await
+    harness_with(on_call, grant, auto_request, faults, "", None).await
 }
 
 /// As [`harness`], with extra lines in `[pbx]`.
@@ -137,6 +137,7 @@ async fn harness_with(
     auto_request: bool,
     faults: Faults,
     pbx_extra: &str,
+    admin_port: Option<u16>,
 ) -> Option<Harness> {
     let sipp = sipp()?;
     let n = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +218,7 @@ rtp_port_max = {range_end}
 redact_phone_numbers = false
 
 [admin]
-listen = ""
+listen = "{admin}"
 
 [outbound]
 ring_timeout_s = 8
@@ -240,6 +241,9 @@ auto_permission_request = {auto_request}
 "#,
         graph = sim.base_url(),
         pbx_port = free_port(),
+        admin = admin_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_default(),
         range_end = range + 39,
     );
     let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
@@ -839,6 +843,7 @@ async fn e2e_out_invite_from_outside_the_trunk_acl_is_refused() {
         false,
         Faults::default(),
         r#"allowed_sources = ["192.0.2.0/24"]"#,
+        None,
     )
     .await
     else {
@@ -874,6 +879,7 @@ async fn e2e_out_invite_without_credentials_is_challenged() {
         false,
         Faults::default(),
         r#"inbound_auth = { username = "trunk", password = { env = "E2E_PBX_PASSWORD" } }"#,
+        None,
     )
     .await
     else {
@@ -947,5 +953,77 @@ async fn e2e_out_consent_guard_refuses_after_two_rejected_calls() {
     );
     // two connects, none for the refused third call
     assert_eq!(h.call_actions(), ["connect", "connect"]);
+    h.finish().await;
+}
+
+/// One HTTP/1.1 request to the admin API; returns (status, body).
+async fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .unwrap()
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_admin_shows_permission_and_sends_request_by_hand() {
+    let _serial = SERIAL.lock().await;
+    let admin = free_port();
+    let Some(h) = harness_with(
+        answer_behaviour(),
+        Some(PermissionGrant::None),
+        false,
+        Faults::default(),
+        "",
+        Some(admin),
+    )
+    .await
+    else {
+        return;
+    };
+    let path = format!("/permissions/+4930901820/+{USER}");
+    let (status, body) = http(admin, "GET", &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"unknown""#), "{body}");
+
+    // a call teaches the gateway that there is no permission (GET call_permissions)
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    let (status, body) = http(admin, "GET", &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"no_permission""#), "{body}");
+    assert!(body.contains(r#""may_request":true"#), "{body}");
+    assert_eq!(h.permission_requests(), 0);
+
+    // by hand: sent once, then the 1-per-24-h limit refuses
+    let (status, body) = http(admin, "POST", &format!("{path}/request")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h.permission_requests(), 1);
+    let (status, body) = http(admin, "POST", &format!("{path}/request")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("24 h"), "{body}");
+    assert_eq!(h.permission_requests(), 1);
+    let (status, _) = http(admin, "GET", "/permissions/+4930900000/+4915112345678").await;
+    assert_eq!(status, 404);
     h.finish().await;
 }

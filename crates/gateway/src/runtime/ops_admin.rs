@@ -96,6 +96,11 @@ impl AdminServer {
             what: "admin server",
             reason: e.to_string(),
         })?;
+        let permissions = super::outbound_admin::router(
+            shared.config.clone(),
+            shared.permissions.clone(),
+            super::graph_sides(&shared.config).unwrap_or_default(),
+        );
         let state = AdminState {
             shared,
             webhook_stats,
@@ -105,7 +110,8 @@ impl AdminServer {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .with_state(state);
+            .with_state(state)
+            .merge(permissions);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

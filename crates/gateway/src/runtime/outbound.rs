@@ -50,7 +50,7 @@ use crate::call::{
 };
 use crate::config::Codec;
 use crate::dialplan::{CallContext, OutboundRoute, Route};
-use crate::permission::{CallOutcome, GuardPolicy, Permission, PermissionReply, PermissionTracker};
+use crate::permission::{CallOutcome, Permission, PermissionReply, PermissionTracker};
 use crate::types::{Direction, E164, WaCallId};
 
 /// Events parked for call ids not yet returned by `connect` (bounded).
@@ -114,10 +114,9 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let policy = GuardPolicy::from(&shared.config.outbound);
         Self {
+            tracker: shared.permissions.clone(),
             shared,
-            tracker: Arc::new(Mutex::new(PermissionTracker::new(policy))),
             registry: Arc::new(OutRegistry::default()),
         }
     }
