@@ -798,6 +798,15 @@ async fn ops_sigterm_drain_refuses_new_calls_then_ends_the_live_one_with_its_cdr
     assert_eq!(r.outcome, whatsip_cdr::Outcome::Answered);
     assert_eq!(r.ending.hangup_by, Some(whatsip_cdr::HangupSide::Gateway));
     assert_eq!(r.ending.reason.as_deref(), Some("gateway shutdown"));
+    // the call refused while draining has its record too
+    let f = store
+        .get(refused.as_str())
+        .unwrap()
+        .expect("cdr of the refused call");
+    assert_eq!(f.outcome, whatsip_cdr::Outcome::Refused);
+    assert_eq!(f.customer_number, "4915187654321");
+    assert_eq!(f.ending.reason.as_deref(), Some("gateway shutting down"));
+    assert_eq!(f.answer_at, None);
     assert!(store.live_calls().unwrap().is_empty());
 }
 

@@ -189,11 +189,23 @@ impl Dispatcher {
                 milestone(MilestoneKind::OfferReceived);
                 let Ok(number) = E164::parse(from.as_str()) else {
                     warn!(wa_call_id = %id.as_str(), "caller is not an E.164 number; rejecting");
-                    self.reject(side, call_id, id, "caller number unusable".into());
+                    self.reject(
+                        side,
+                        call_id,
+                        id,
+                        "caller number unusable".into(),
+                        (business.number.as_str(), from.as_str()),
+                    );
                     return;
                 };
                 if !self.accepting {
-                    self.reject(side, call_id, id, "gateway shutting down".into());
+                    self.reject(
+                        side,
+                        call_id,
+                        id,
+                        "gateway shutting down".into(),
+                        (business.number.as_str(), from.as_str()),
+                    );
                     return;
                 }
                 let ctx = CallContext {
@@ -211,11 +223,23 @@ impl Dispatcher {
                             Some(rule) => format!("rule `{rule}`: {reason:?}"),
                             None => format!("{reason:?}"),
                         };
-                        self.reject(side, call_id, id, reason);
+                        self.reject(
+                            side,
+                            call_id,
+                            id,
+                            reason,
+                            (business.number.as_str(), from.as_str()),
+                        );
                         return;
                     }
                     Route::Outbound(_) => {
-                        self.reject(side, call_id, id, "rule is outbound-only".into());
+                        self.reject(
+                            side,
+                            call_id,
+                            id,
+                            "rule is outbound-only".into(),
+                            (business.number.as_str(), from.as_str()),
+                        );
                         return;
                     }
                 };
@@ -265,8 +289,12 @@ impl Dispatcher {
         call_id: whatsip_meta::WaCallId,
         id: WaCallId,
         reason: String,
+        (business, customer): (&str, &str),
     ) {
         info!(wa_call_id = %id.as_str(), %reason, "call refused");
+        let offer_at = super::ops_cdr::wall_now();
+        let (business, customer) = (business.to_owned(), customer.to_owned());
+        let (cdr, metrics) = (self.shared.cdr.clone(), self.shared.metrics.clone());
         let _ = self.shared.milestones.send(CallMilestone {
             wa_call_id: id.as_str().to_owned(),
             sip_call_id: None,
@@ -282,6 +310,16 @@ impl Dispatcher {
                 if let Err(e) = side.reject(&call_id).await {
                     warn!(error = %e, "graph reject failed");
                 }
+                super::ops_cdr::write_refused(
+                    cdr,
+                    &metrics,
+                    id.as_str(),
+                    &business,
+                    &customer,
+                    offer_at,
+                    &reason,
+                )
+                .await;
                 let _ = milestones.send(CallMilestone {
                     wa_call_id: id.as_str().to_owned(),
                     sip_call_id: None,

@@ -168,6 +168,41 @@ fn writer_loop(mut store: CdrStore, mut rx: mpsc::Receiver<Job>, path: String) {
     debug!(path, "cdr writer stopped");
 }
 
+/// Writes the record of an inbound call refused before it got a call task (dial plan
+/// refusal, unusable caller number, draining) and counts it.
+pub(crate) async fn write_refused(
+    writer: Option<CdrWriter>,
+    metrics: &Metrics,
+    wa_call_id: &str,
+    business_number: &str,
+    customer_number: &str,
+    offer_at: UnixMillis,
+    reason: &str,
+) {
+    let digits = |n: &'_ str| n.strip_prefix('+').unwrap_or(n).to_owned();
+    let mut record = CallRecord::new(
+        wa_call_id,
+        Direction::Inbound,
+        digits(business_number),
+        digits(customer_number),
+        offer_at,
+    );
+    record.end_at = Some(wall_now());
+    record.outcome = Outcome::Refused;
+    record.ending.hangup_by = Some(HangupSide::Gateway);
+    record.ending.reason = Some(reason.to_owned());
+    metrics.call_started(CallDirection::inbound);
+    metrics.call_ended(
+        CallDirection::inbound,
+        Outcome::Refused.as_str(),
+        &cause(reason),
+        None,
+    );
+    if let Some(w) = writer {
+        w.finish(record).await;
+    }
+}
+
 /// What one call task knows for its CDR, filled from its milestones and its end.
 #[derive(Debug)]
 pub(crate) struct CallCdr {
