@@ -634,6 +634,10 @@ async fn e2e_out_no_permission_sends_request_then_rate_limit_refuses_next() {
             run.messages
         );
     }
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
+        .await
+        .unwrap();
     // 1 per 24 h: the first attempt sent the request, the second and third did not
     assert_eq!(h.permission_requests(), 1);
     assert!(h.call_actions().is_empty(), "{:?}", h.call_actions());
@@ -662,6 +666,10 @@ async fn e2e_out_permission_granted_by_webhook_then_call_connects() {
         "{}",
         run.messages
     );
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
+        .await
+        .unwrap();
     assert_eq!(h.permission_requests(), 1);
     // the user accepts: the call_permission_reply webhook feeds the gateway's cache
     h.sim
@@ -1025,5 +1033,59 @@ async fn e2e_out_admin_shows_permission_and_sends_request_by_hand() {
     assert_eq!(h.permission_requests(), 1);
     let (status, _) = http(admin, "GET", "/permissions/+4930900000/+4915112345678").await;
     assert_eq!(status, 404);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_meta_138006_maps_to_403_and_requests_permission() {
+    let _serial = SERIAL.lock().await;
+    // the cache (GET call_permissions) says temporary, but Meta refuses the connect
+    let faults = Faults {
+        graph: vec![GraphFaultRule {
+            endpoint: Some("calls".into()),
+            action: Some("connect".into()),
+            fault: GraphFault::Error { code: 138006 },
+            times: Some(1),
+        }],
+        ..Faults::default()
+    };
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Temporary),
+        true,
+        faults,
+    )
+    .await
+    else {
+        return;
+    };
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_sipp_ok(&run);
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert!(run.messages.contains("138006"), "{}", run.messages);
+    assert_eq!(h.call_actions(), ["connect"]);
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
+        .await
+        .unwrap();
+    assert_eq!(h.permission_requests(), 1);
+    // the stale cache was corrected: the next call is refused before Meta
+    let run = h
+        .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
+        .await;
+    assert_eq!(
+        received_statuses(&run).last(),
+        Some(&403),
+        "{}",
+        run.messages
+    );
+    assert_eq!(h.call_actions(), ["connect"]);
     h.finish().await;
 }

@@ -843,7 +843,7 @@ impl OutTask {
                 self.send_response(resp).await;
             }
             OutboundAction::RespondPbx(reply) => self.respond_pbx(reply).await,
-            OutboundAction::SendPermissionRequest => self.request_permission().await,
+            OutboundAction::SendPermissionRequest => self.request_permission(),
             OutboundAction::AnswerReInvite => {
                 if let Some(req) = self.pending_reinvite.take() {
                     let mut resp = pbx::response(&req.request, StatusCode::OK);
@@ -950,29 +950,38 @@ impl OutTask {
         );
     }
 
-    async fn request_permission(&mut self) {
+    /// Sends `call_permission_request` in the background (the PBX's 403 must not wait
+    /// for it). The request is counted against the limits before it is sent, under one
+    /// lock, so concurrent refused calls to the same user cannot both send one; a failed
+    /// send still counts (erring toward fewer requests, as Meta's limits do).
+    fn request_permission(&mut self) {
         let now = SystemClock::timestamp();
-        let verdict = lock(&self.tracker).may_request(&self.business, &self.user, now);
-        if let Err(why) = verdict {
-            info!(%why, "call permission request not sent");
-            return;
-        }
         let Some(wa) = self.wa_id() else {
             return;
         };
-        let text = self.shared.config.outbound.permission_request_text.clone();
-        match self
-            .side
-            .client()
-            .send_call_permission_request(self.side.phone_number_id(), &wa, text.as_deref())
-            .await
         {
-            Ok(_) => {
-                info!("call permission request sent");
-                lock(&self.tracker).record_request(&self.business, &self.user, now);
+            let mut t = lock(&self.tracker);
+            if let Err(why) = t.may_request(&self.business, &self.user, now) {
+                info!(%why, "call permission request not sent");
+                return;
             }
-            Err(e) => warn!(error = %e, "call permission request failed"),
+            t.record_request(&self.business, &self.user, now);
         }
+        let text = self.shared.config.outbound.permission_request_text.clone();
+        let side = self.side.clone();
+        tokio::spawn(
+            async move {
+                match side
+                    .client()
+                    .send_call_permission_request(side.phone_number_id(), &wa, text.as_deref())
+                    .await
+                {
+                    Ok(_) => info!("call permission request sent"),
+                    Err(e) => warn!(error = %e, "call permission request failed"),
+                }
+            }
+            .instrument(self.span.clone()),
+        );
     }
 
     // ---- PBX leg ----------------------------------------------------------------------
