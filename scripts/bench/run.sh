@@ -29,7 +29,17 @@ mkdir -p "$OUT_DIR"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 NAME="$PROFILE-$RATE-$CONC-$HOLD-$TOTAL-$STAMP"
 WORK=$(mktemp -d /tmp/whatsip-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+# the driver writes the pids of the whatsip and SIPp processes it started; if the hard
+# limit had to kill it, they are stopped here by pid
+cleanup() {
+    if [ -f "$WORK/pids" ]; then
+        while read -r pid; do
+            [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+        done <"$WORK/pids"
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 # bounded build
 timeout 1800 cargo build --release -q -p whatsip-gateway --bin whatsip --example bench_load \

@@ -157,6 +157,24 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The start of an even RTP range of `len` ports whose first pair (the gateway's shared
+/// WhatsApp media socket) is free right now; other tests on this machine use other ranges.
+fn free_rtp_base(len: u32) -> Result<u32, String> {
+    let seed = std::process::id();
+    for i in 0..50u32 {
+        let base = 20_000 + ((seed.wrapping_add(i * 7919)) % 200) * 200;
+        if base + len > 65_000 {
+            continue;
+        }
+        let free =
+            (base..base + 2).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
+        if free {
+            return Ok(base);
+        }
+    }
+    Err("no free RTP range".into())
+}
+
 fn free_port() -> u16 {
     for _ in 0..100 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -409,7 +427,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
     .map_err(|e| format!("simulator: {e}"))?;
 
     let ports = (opts.concurrent as u32 * 4 + 64).max(128);
-    let rtp_min = 30_000u32;
+    let rtp_min = free_rtp_base(ports)?;
     let cfg_text = gateway_config(
         opts.profile,
         &sim.base_url(),
@@ -444,6 +462,11 @@ pub async fn run(opts: Options) -> Result<String, String> {
     };
     let gw_pid = env.gw.0.id().to_string();
     let sipp_pid = env.sipp.0.id().to_string();
+    // run.sh kills these if it has to kill this driver (its Drop guards do not run then)
+    let _ = std::fs::write(
+        opts.work_dir.join("pids"),
+        format!("{gw_pid}\n{sipp_pid}\n"),
+    );
 
     // wait (bounded) for the gateway's webhook listener
     let mut up = false;
@@ -482,7 +505,15 @@ pub async fn run(opts: Options) -> Result<String, String> {
             let mut rss_at_peak = 0u64;
             let mut peak_rss = 0u64;
             // bounded: at most one hour of samples
-            for _ in 0..14_400 {
+            for n in 0..14_400u32 {
+                if n % 20 == 19 {
+                    eprintln!(
+                        "bench: {} s, {} calls live, whatsip RSS {} KiB",
+                        (n + 1) / 4,
+                        live.load(Ordering::Relaxed),
+                        rss_kib(&pid).unwrap_or(0)
+                    );
+                }
                 if stop.load(Ordering::Relaxed) != 0 {
                     break;
                 }
