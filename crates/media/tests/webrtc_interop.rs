@@ -50,6 +50,9 @@ fn to_webrtc(p: &RtpPacket) -> webrtc::rtp::packet::Packet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_crate_as_meta_side_interoperates_with_our_leg() {
+    // In a workspace build rustls sees both the `ring` (from reqwest) and `aws-lc-rs` (ours)
+    // features, so it cannot pick a process default by itself; webrtc's DTLS asks for one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tokio::time::timeout(Duration::from_secs(90), async {
         // --- the `webrtc` crate peer, shaped like Meta ---
         let mut media = MediaEngine::default();
