@@ -278,7 +278,7 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if wait_for_stop_signal().await {
+        if wait_for_stop_signal(&gateway).await {
             tracing::info!(drain_s = drain.as_secs(), "SIGTERM: draining");
             gateway.drain(drain).await;
         } else {
@@ -289,16 +289,36 @@ fn run(path: &Path) -> ExitCode {
     })
 }
 
-/// SIGTERM (`true`: drain live calls first) or Ctrl-C (`false`: end them now).
-async fn wait_for_stop_signal() -> bool {
+/// SIGTERM (`true`: drain live calls first) or Ctrl-C (`false`: end them now). SIGHUP
+/// reloads the config on the way.
+async fn wait_for_stop_signal(gateway: &whatsip_gateway::runtime::GatewayHandle) -> bool {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            return tokio::select! {
-                _ = term.recv() => true,
-                _ = tokio::signal::ctrl_c() => false,
-            };
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return true,
+                    _ = tokio::signal::ctrl_c() => return false,
+                    _ = hup.recv() => match gateway.reload_config() {
+                        Ok(restart) if restart.is_empty() => {
+                            tracing::info!("SIGHUP: config reloaded");
+                        }
+                        Ok(restart) => tracing::warn!(
+                            ?restart,
+                            "SIGHUP: config reloaded; these changes need a restart"
+                        ),
+                        Err(e) => {
+                            for p in e.problems() {
+                                tracing::error!(problem = %p, "SIGHUP: config refused, keeping the old one");
+                            }
+                        }
+                    },
+                }
+            }
         }
     }
     let _ = tokio::signal::ctrl_c().await;

@@ -912,3 +912,93 @@ async fn ops_sigkill_mid_call_leaves_an_interrupted_cdr_found_at_restart() {
     assert!(r["answer_at"].is_number(), "{r:#}");
     h.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_sighup_reloads_the_dial_plan_for_new_calls() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let Some(mut h) = harness_opts(Kind::Udp, "uas_wa_echo.xml", state.path(), admin, false).await
+    else {
+        return;
+    };
+    let config = state.path().join("whatsip.toml");
+    std::fs::write(&config, &h.toml).unwrap();
+    let mut gw = KillOnDrop(spawn_whatsip(&config));
+    let addr = wait_admin(admin).await;
+
+    // a rule in front of the PBX rule refuses every inbound call
+    let closed = h.toml.replacen(
+        "[[dialplan.rule]]",
+        "[[dialplan.rule]]\nname = \"closed-now\"\ndirection = \"inbound\"\nreject = true\n\n[[dialplan.rule]]",
+        1,
+    );
+    assert_ne!(closed, h.toml);
+    std::fs::write(&config, &closed).unwrap();
+    let pid = gw.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // the reload is done in the signal handler; give it a moment on a loaded machine
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _) = http_get(addr, "/healthz").await;
+    assert_eq!(status, 200, "whatsip survived SIGHUP");
+
+    let id = h.user_calls("4915112345678").await;
+    let info = h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    assert_ne!(info.state, CallState::Active);
+    assert_eq!(
+        h.graph_actions(),
+        ["reject"],
+        "refused without ringing the PBX"
+    );
+
+    // SIGTERM: drain (nothing live) and exit 0
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exited = None;
+    for _ in 0..600 {
+        if let Some(s) = gw.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        exited.and_then(|s| s.code()),
+        Some(0),
+        "clean exit after SIGTERM"
+    );
+    h.sipp_stop.store(true, Ordering::Relaxed);
+    let _ = h.sipp_result().await;
+    h.sim.shutdown().await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_whatsip"))
+        .args(["cdr", "--db"])
+        .arg(state.path().join("cdr.db"))
+        .args(["show", id.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["outcome"], "refused", "{r:#}");
+    assert!(
+        r["ending"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("closed-now")),
+        "{r:#}"
+    );
+}

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::ops::metrics::Metrics>,
     /// Health facts for `/readyz` (PBX reachability, draining).
     pub(crate) health: super::ops_admin::Health,
+    /// The reloadable config (SIGHUP): new calls are routed by its dial plan.
+    pub(crate) live_config: crate::config::SharedConfig,
     /// Call permissions and the consent guard (business-initiated calls, admin API).
     pub(crate) permissions: Arc<Mutex<crate::permission::PermissionTracker>>,
 }

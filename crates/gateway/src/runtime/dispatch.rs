@@ -216,7 +216,8 @@ impl Dispatcher {
                     deeplink_payload: deeplink_payload.clone(),
                     now: SystemClock::timestamp(),
                 };
-                let route = match self.shared.config.dialplan.route(&ctx) {
+                // the dial plan as of now (SIGHUP swaps it); the call keeps this route
+                let route = match self.shared.live_config.snapshot().dialplan.route(&ctx) {
                     Route::Inbound(r) => r,
                     Route::Reject { rule, reason } => {
                         let reason = match rule {

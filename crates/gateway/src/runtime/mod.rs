@@ -112,6 +112,7 @@ impl Gateway {
             cdr,
             metrics: Arc::new(crate::ops::metrics::Metrics::new()),
             health: ops_admin::Health::default(),
+            live_config: crate::config::SharedConfig::new((*config).clone()),
             permissions: Arc::new(Mutex::new(crate::permission::PermissionTracker::new(
                 (&config.outbound).into(),
             ))),
@@ -171,6 +172,39 @@ impl GatewayHandle {
     /// Calls whose task is still running (both legs not yet released).
     pub fn calls_in_progress(&self) -> usize {
         self.shared.registry.len()
+    }
+
+    /// Re-reads the config file (SIGHUP). New calls are routed by the new dial plan; live
+    /// calls keep theirs. Returns the changed keys that only a restart applies. On error
+    /// nothing changes.
+    pub fn reload_config(&self) -> Result<Vec<&'static str>, crate::config::ConfigError> {
+        self.reload_config_with(&crate::config::ProcessEnvironment)
+    }
+
+    /// [`GatewayHandle::reload_config`] with secrets resolved through `env`.
+    pub fn reload_config_with(
+        &self,
+        env: &dyn crate::config::Environment,
+    ) -> Result<Vec<&'static str>, crate::config::ConfigError> {
+        let old = self.shared.live_config.snapshot();
+        let r = self.shared.live_config.reload_with(env)?;
+        let mut restart = r.restart_required;
+        // read once at start by the runtime: only the dial plan is live today
+        if format!("{:?}", old.pbx) != format!("{:?}", r.config.pbx) {
+            restart.push("pbx");
+        }
+        if format!("{:?}", old.meta) != format!("{:?}", r.config.meta) {
+            restart.push("meta");
+        }
+        if format!("{:?}", old.business_numbers) != format!("{:?}", r.config.business_numbers) {
+            restart.push("business_numbers");
+        }
+        info!(
+            dial_plan_rules = r.config.dialplan.len(),
+            ?restart,
+            "config reloaded"
+        );
+        Ok(restart)
     }
 
     /// The admin server's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
