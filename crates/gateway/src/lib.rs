@@ -43,6 +43,7 @@ pub mod dialplan;
 pub mod ops;
 pub mod pbx_standin;
 pub mod permission;
+pub mod permission_cli;
 pub mod runtime;
 mod types;
 

@@ -43,6 +43,14 @@ enum Command {
         #[command(subcommand)]
         command: whatsip_gateway::ops::cdr_cli::CdrCommand,
     },
+    /// Call permissions of WhatsApp users, through the running gateway's admin API.
+    Permissions {
+        /// The admin API (defaults to `admin.listen` of --config, else 127.0.0.1:9090).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+        #[command(subcommand)]
+        command: whatsip_gateway::permission_cli::PermissionCommand,
+    },
 }
 
 /// Route one made-up call through the dial plan after checking the file.
@@ -85,6 +93,41 @@ fn main() -> ExitCode {
         }
         (Some(Command::Demo), _) | (None, None) => demo(),
         (Some(Command::Cdr { db, command }), config) => cdr(db, config, &command),
+        (Some(Command::Permissions { admin, command }), config) => {
+            permissions(admin, config, &command)
+        }
+    }
+}
+
+fn permissions(
+    admin: Option<std::net::SocketAddr>,
+    config: Option<PathBuf>,
+    command: &whatsip_gateway::permission_cli::PermissionCommand,
+) -> ExitCode {
+    let admin = match (admin, config) {
+        (Some(a), _) => a,
+        (None, Some(path)) => match Config::load(&path) {
+            Ok(cfg) => match cfg.admin.listen {
+                Some(a) => a,
+                None => {
+                    eprintln!("error: the admin API is disabled in {}", path.display());
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => std::net::SocketAddr::from(([127, 0, 0, 1], 9090)),
+    };
+    let mut out = std::io::stdout();
+    match whatsip_gateway::permission_cli::run(admin, command, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

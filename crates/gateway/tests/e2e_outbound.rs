@@ -1089,3 +1089,61 @@ async fn e2e_out_meta_138006_maps_to_403_and_requests_permission() {
     assert_eq!(h.call_actions(), ["connect"]);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_permissions_cli_shows_and_requests() {
+    use whatsip_gateway::permission_cli::{PermissionCliError, PermissionCommand, run};
+    let _serial = SERIAL.lock().await;
+    let admin = free_port();
+    let Some(h) = harness_with(
+        answer_behaviour(),
+        Some(PermissionGrant::None),
+        false,
+        Faults::default(),
+        "",
+        Some(admin),
+    )
+    .await
+    else {
+        return;
+    };
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], admin).into();
+    let cli = |cmd: PermissionCommand| {
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            run(addr, &cmd, &mut out).map(|()| String::from_utf8(out).unwrap())
+        })
+    };
+    let shown = cli(PermissionCommand::Show {
+        business: "+4930901820".into(),
+        user: format!("+{USER}"),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(shown.contains(r#""status":"unknown""#), "{shown}");
+    let sent = cli(PermissionCommand::Request {
+        business: "+4930901820".into(),
+        user: USER.into(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(sent.contains(r#""sent":true"#), "{sent}");
+    assert_eq!(h.permission_requests(), 1);
+    let refused = cli(PermissionCommand::Request {
+        business: "+4930901820".into(),
+        user: USER.into(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(PermissionCliError::Refused { status: 409, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(h.permission_requests(), 1);
+    h.finish().await;
+}
