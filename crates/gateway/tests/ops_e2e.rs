@@ -697,6 +697,18 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
     assert!(get("whatsip_sip_messages_total{flow=\"out\",method=\"all\",status=\"all\"}") >= 3.0);
     assert!(get("whatsip_sip_messages_total{flow=\"in\",method=\"all\",status=\"all\"}") >= 3.0);
     assert_eq!(get("whatsip_webhook_signature_failures_total"), 0.0);
+    assert_eq!(
+        get("whatsip_graph_latency_seconds_count{action=\"pre_accept\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_graph_latency_seconds_count{action=\"accept\"}"),
+        1.0
+    );
+    assert!(
+        !text.contains("whatsip_graph_errors_total{"),
+        "no graph error: {text}"
+    );
 
     // a webhook POST with a wrong signature is refused and counted
     let webhook = h.gw.as_ref().unwrap().webhook_addr().unwrap();

@@ -448,6 +448,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
     async fn send_graph(&mut self, action: GraphAction) {
         let id = &self.wa_call_id;
         let answer = self.answer_sdp.clone().unwrap_or_default();
+        let started = SystemClock::now();
         let result = match action {
             GraphAction::PreAccept => self.side.pre_accept(id, &answer).await,
             GraphAction::Accept => self.side.accept(id, &answer, None).await,
@@ -458,6 +459,12 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
                 return;
             }
         };
+        super::ops_cdr::record_graph(
+            &self.shared.metrics,
+            action.as_str(),
+            SystemClock::now().saturating_duration_since(started),
+            result.is_ok(),
+        );
         let ok = match result {
             Ok(()) => true,
             Err(e) => {

@@ -25,7 +25,9 @@ use super::clock::SystemClock;
 use super::milestone::MilestoneKind;
 use crate::call::InboundEnd;
 use crate::config::CdrConfig;
-use crate::ops::metrics::{CallDirection, LegLabels, MediaLeg, Metrics};
+use crate::ops::metrics::{
+    CallDirection, GraphErrorLabels, GraphLabels, LegLabels, MediaLeg, Metrics,
+};
 
 /// How many CDR jobs may queue for the writer thread.
 const QUEUE: usize = 1024;
@@ -166,6 +168,26 @@ fn writer_loop(mut store: CdrStore, mut rx: mpsc::Receiver<Job>, path: String) {
         }
     }
     debug!(path, "cdr writer stopped");
+}
+
+/// Records one Graph API request of a call: latency by action, and an error by action.
+/// (The WhatsApp side's error type is opaque here, so the `code` label is `failed`.)
+pub(crate) fn record_graph(metrics: &Metrics, action: &str, took: Duration, ok: bool) {
+    metrics
+        .graph_latency_seconds
+        .get_or_create(&GraphLabels {
+            action: action.to_owned(),
+        })
+        .observe(took.as_secs_f64());
+    if !ok {
+        metrics
+            .graph_errors
+            .get_or_create(&GraphErrorLabels {
+                action: action.to_owned(),
+                code: "failed".to_owned(),
+            })
+            .inc();
+    }
 }
 
 /// Writes the record of an inbound call refused before it got a call task (dial plan
@@ -440,6 +462,29 @@ fn classify(
 mod tests {
     use super::*;
     use crate::types::SipStatus;
+
+    #[test]
+    fn graph_requests_feed_latency_and_errors() {
+        let m = Metrics::new();
+        record_graph(&m, "pre_accept", Duration::from_millis(20), true);
+        record_graph(&m, "accept", Duration::from_millis(40), false);
+        let text = m.encode();
+        assert!(
+            text.contains("whatsip_graph_latency_seconds_count{action=\"accept\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("whatsip_graph_errors_total{action=\"accept\",code=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("action=\"pre_accept\",code="), "{text}");
+    }
+
+    #[test]
+    fn refusal_causes_are_label_safe() {
+        assert_eq!(cause("pbx rejected 486"), "pbx_rejected_486");
+        assert_eq!(cause("rule `x`: Closed"), "rule__x___Closed");
+    }
 
     #[test]
     fn busy_is_rejected_by_the_pbx() {
