@@ -203,6 +203,7 @@ struct CallTask<S> {
     span: Span,
     core: InboundCall,
     caller: WaCaller,
+    business_number: String,
     wa_call_id: whatsip_meta::WaCallId,
     offer_sdp: String,
     side: S,
@@ -245,6 +246,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             &setup.route,
         );
         Self {
+            business_number: setup.business_number.clone(),
             cdr: std::sync::Mutex::new(cdr),
             shared,
             span,
@@ -478,7 +480,18 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         if ok {
             match action {
                 GraphAction::PreAccept => self.milestone(MilestoneKind::PreAccepted),
-                GraphAction::Accept => self.milestone(MilestoneKind::Accepted),
+                GraphAction::Accept => {
+                    self.milestone(MilestoneKind::Accepted);
+                    // a connected call between the pair resets Meta's permission-request
+                    // limits (Calling API notes §3.6)
+                    if let Ok(business) = crate::types::E164::parse(&self.business_number) {
+                        self.shared
+                            .permissions
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record_inbound_connected(&business, &self.caller.number);
+                    }
+                }
                 _ => info!(action = action.as_str(), "graph action sent"),
             }
         }
