@@ -151,6 +151,70 @@ fn rss_kib(pid: &str) -> Option<u64> {
         .ok()
 }
 
+/// Kernel receive drops of every IPv4 UDP socket: inode → (local port, drops), from
+/// `/proc/net/udp` (last column).
+fn udp_drops() -> HashMap<u64, (u16, u64)> {
+    let mut out = HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/net/udp") else {
+        return out;
+    };
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(inode), Some(drops)) = (f.get(1), f.get(9), f.last()) else {
+            continue;
+        };
+        let port = local
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        if let (Some(port), Ok(inode), Ok(drops)) = (port, inode.parse(), drops.parse()) {
+            out.insert(inode, (port, drops));
+        }
+    }
+    out
+}
+
+/// Drops seen per socket over a run (sockets come and go with calls, so sampled).
+#[derive(Default)]
+struct DropTracker {
+    start: HashMap<u64, u64>,
+    max: HashMap<u64, (u16, u64)>,
+}
+
+impl DropTracker {
+    fn new() -> Self {
+        Self {
+            start: udp_drops().into_iter().map(|(i, (_, d))| (i, d)).collect(),
+            max: HashMap::new(),
+        }
+    }
+    fn sample(&mut self) {
+        for (inode, (port, drops)) in udp_drops() {
+            let e = self.max.entry(inode).or_insert((port, drops));
+            e.1 = e.1.max(drops);
+        }
+    }
+    /// (SIPp echo socket, whatsip WhatsApp socket, whatsip PBX-leg sockets, all others)
+    fn split(&self, sipp_media: u16, rtp_min: u32, rtp_max: u32) -> [u64; 4] {
+        let mut out = [0u64; 4];
+        for (inode, (port, drops)) in &self.max {
+            let d = drops.saturating_sub(self.start.get(inode).copied().unwrap_or(0));
+            let p = u32::from(*port);
+            let i = if *port == sipp_media {
+                0
+            } else if p == rtp_min || p == rtp_min + 1 {
+                1
+            } else if p > rtp_min + 1 && p <= rtp_max {
+                2
+            } else {
+                3
+            };
+            out[i] += d;
+        }
+        out
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -492,6 +556,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let sipp_cpu0 = cpu_seconds(&sipp_pid).unwrap_or(0.0);
     let rss0 = rss_kib(&gw_pid).unwrap_or(0);
     let t0 = Clock::mono();
+    let drops = Arc::new(std::sync::Mutex::new(DropTracker::new()));
 
     // sampler: gateway RSS and live calls every 250 ms
     let live = Arc::new(AtomicUsize::new(0));
@@ -500,6 +565,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
         let live = live.clone();
         let stop = stop.clone();
         let pid = gw_pid.clone();
+        let drops = drops.clone();
         tokio::spawn(async move {
             let mut peak_live = 0usize;
             let mut rss_at_peak = 0u64;
@@ -507,8 +573,13 @@ pub async fn run(opts: Options) -> Result<String, String> {
             // bounded: at most one hour of samples
             for n in 0..14_400u32 {
                 if n % 20 == 19 {
+                    let d = drops.lock().unwrap_or_else(|e| e.into_inner()).split(
+                        sipp_media,
+                        rtp_min,
+                        rtp_min + ports,
+                    );
                     eprintln!(
-                        "bench: {} s, {} calls live, whatsip RSS {} KiB",
+                        "bench: {} s, {} calls live, whatsip RSS {} KiB, UDP drops so far {d:?}",
                         (n + 1) / 4,
                         live.load(Ordering::Relaxed),
                         rss_kib(&pid).unwrap_or(0)
@@ -519,6 +590,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
                 }
                 let l = live.load(Ordering::Relaxed);
                 let r = rss_kib(&pid).unwrap_or(0);
+                drops.lock().unwrap_or_else(|e| e.into_inner()).sample();
                 peak_rss = peak_rss.max(r);
                 if l >= peak_live {
                     peak_live = l;
@@ -628,6 +700,11 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let self_cpu = cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
     let sipp_cpu = cpu_seconds(&sipp_pid).unwrap_or(0.0) - sipp_cpu0;
     let load_end = loadavg();
+    let udp_drops = {
+        let mut d = drops.lock().unwrap_or_else(|e| e.into_inner());
+        d.sample();
+        d.split(sipp_media, rtp_min, rtp_min + ports)
+    };
 
     // stop the gateway (SIGTERM-free: kill; its log is flushed line by line)
     drop(env.gw);
@@ -650,6 +727,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
             peak_rss,
             load_start,
             load_end,
+            udp_drops,
         },
     );
     std::fs::write(&opts.out, &report.0).map_err(|e| e.to_string())?;
@@ -668,6 +746,8 @@ struct Measures {
     peak_rss: u64,
     load_start: String,
     load_end: String,
+    /// Kernel UDP receive drops: SIPp echo, whatsip WhatsApp socket, whatsip PBX legs, others.
+    udp_drops: [u64; 4],
 }
 
 /// (JSON, table)
@@ -759,6 +839,7 @@ fn build_report(
             "\"media\":{{\"phone_packets_sent\":{},\"phone_packets_received\":{},\"roundtrip_received_over_sent\":{},",
             "\"gateway_to_phone_loss_pct\":{},\"frames_with_tone_pct\":{},\"calls_with_tone\":{},",
             "\"calls_with_gap_over_1s\":{},\"longest_gap_ms\":{}}},",
+            "\"udp_receive_drops\":{{\"sipp_echo\":{},\"whatsip_whatsapp_socket\":{},\"whatsip_pbx_legs\":{},\"phones_and_others\":{}}},",
             "\"load_generators\":{{\"driver_sim_phones_cpu_s\":{},\"sipp_cpu_s\":{}}}}}\n"
         ),
         json_str(opts.profile.name()),
@@ -793,6 +874,10 @@ fn build_report(
         tone_ok,
         gaps_over_1s,
         json_pct(&p_gap),
+        m.udp_drops[0],
+        m.udp_drops[1],
+        m.udp_drops[2],
+        m.udp_drops[3],
         json_num(m.self_cpu),
         json_num(m.sipp_cpu),
     );
@@ -843,6 +928,11 @@ fn build_report(
         t,
         "| media | phone sent {sent}, received {recv} (ratio {roundtrip_ratio:.3}); gw→phone loss {down_loss_pct:.2} %; frames with tone {signal_pct:.1} %; tone ok {tone_ok}/{answered}; gaps > 1 s: {gaps_over_1s}; longest gap {} |",
         pct(&p_gap)
+    );
+    let _ = writeln!(
+        t,
+        "| kernel UDP receive drops | SIPp echo {}, whatsip WhatsApp socket {}, whatsip PBX legs {}, phones and others {} |",
+        m.udp_drops[0], m.udp_drops[1], m.udp_drops[2], m.udp_drops[3]
     );
     let _ = writeln!(
         t,

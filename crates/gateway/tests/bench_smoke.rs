@@ -129,6 +129,10 @@ async fn bench_harness_smoke_three_transcoded_calls() {
         "gateway_to_phone_loss_pct",
         "frames_with_tone_pct",
         "calls_with_gap_over_1s",
+        "sipp_echo",
+        "whatsip_whatsapp_socket",
+        "whatsip_pbx_legs",
+        "phones_and_others",
         "driver_sim_phones_cpu_s",
         "sipp_cpu_s",
     ] {
