@@ -330,7 +330,7 @@ address = "127.0.0.1:{sip_port}"
 [pbx]
 address = "127.0.0.1:{sipp_port}"
 transport = "{transport}"
-codecs = ["PCMU", "PCMA"]
+{codecs_line}
 options_ping_interval_s = 0
 {pbx_extra}
 
@@ -358,6 +358,12 @@ headers = {{ "X-E2E-Rule" = "${{rule}}" }}
         graph = sim.base_url(),
         transport = kind.name(),
         range_end = range + 39,
+        // a test may choose the PBX codecs through `pbx_extra`
+        codecs_line = if pbx_extra.contains("codecs") {
+            ""
+        } else {
+            r#"codecs = ["PCMU", "PCMA"]"#
+        },
     );
     let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
     let gw = Gateway::start(config).await.unwrap();
@@ -1071,4 +1077,72 @@ async fn e2e_udp_pbx_digest_challenge_is_answered_with_trunk_credentials() {
     );
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
     h.finish().await;
+}
+
+/// One answered call with the PBX (SIPp `-rtp_echo`) answering `rtpmap`: the phone's 1 kHz
+/// Opus tone crosses the gateway to the PBX leg in that codec, comes back from the echo and is
+/// heard at the phone at the right frequency. For Opus the gateway passes the packets through
+/// untouched.
+async fn answered_call_in_codec(scenario: &str, codecs: &str, want_codec: &str, rtpmap: &str) {
+    let _serial = SERIAL.lock().await;
+    let Some(mut h) = harness_full(
+        Kind::Udp,
+        Some(scenario),
+        20,
+        Faults::default(),
+        1,
+        "agent",
+        "",
+        &format!("codecs = {codecs}"),
+    )
+    .await
+    else {
+        return;
+    };
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_call_state(&id, CallState::Active, WAIT)
+        .await
+        .expect("the gateway accepted the call");
+    let phone = h.phone();
+    let (status, ok) = phone.wait_for(WAIT, tone_ok).await;
+    assert!(
+        ok,
+        "{want_codec}: tone not heard back at the phone: {status:?}"
+    );
+    h.sim.user_presses(&id, "7").await.unwrap();
+    let (status, ok) = phone.wait_for(WAIT, |s| s.audio.digits.contains('7')).await;
+    assert!(ok, "{want_codec}: digit not echoed back: {status:?}");
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    let run = h.sipp_result().await;
+    assert_sipp_ok(&run);
+    // our offer carried the codec the PBX then chose
+    assert!(run.messages.contains(rtpmap), "{}", run.messages);
+    let ms = h.finish().await;
+    assert!(
+        ms.iter().any(|k| matches!(k, MilestoneKind::Answered { codec } if codec.eq_ignore_ascii_case(want_codec) || codec.to_ascii_uppercase().starts_with(&want_codec.to_ascii_uppercase()))),
+        "{want_codec} not negotiated: {ms:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_pcma_pbx_hears_and_returns_the_tone() {
+    answered_call_in_codec("uas_wa_echo_pcma.xml", r#"["PCMA"]"#, "PCMA", "PCMA/8000").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_g722_pbx_hears_and_returns_the_tone() {
+    answered_call_in_codec("uas_wa_echo_g722.xml", r#"["G722"]"#, "G722", "G722/8000").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_udp_opus_pbx_gets_opus_passed_through() {
+    answered_call_in_codec(
+        "uas_wa_echo_opus.xml",
+        r#"["opus", "PCMU"]"#,
+        "opus",
+        "opus/48000/2",
+    )
+    .await;
 }
