@@ -55,6 +55,8 @@ use crate::types::{Direction, E164, WaCallId};
 
 /// Events parked for call ids not yet returned by `connect` (bounded).
 const MAX_PARKED: usize = 1024;
+/// Events parked per call id (Meta sends an answer and three statuses at most).
+const MAX_PARKED_PER_CALL: usize = 8;
 
 /// What the dispatcher hands an outbound call task.
 #[derive(Debug)]
@@ -78,6 +80,17 @@ struct RegistryInner {
     parked_order: VecDeque<String>,
 }
 
+/// What [`OutRegistry::route`] decided.
+#[derive(Debug)]
+enum Routed {
+    /// For this live call.
+    Deliver(mpsc::Sender<OutCmd>, SideEvent),
+    /// Parked (or dropped as belonging to no call).
+    Taken,
+    /// Not an outbound call's event.
+    NotOurs,
+}
+
 /// Live outbound calls.
 #[derive(Debug, Default)]
 pub(crate) struct OutRegistry {
@@ -95,6 +108,37 @@ impl OutRegistry {
         g.by_wa.insert(wa.to_owned(), sip.to_owned());
         g.parked_order.retain(|w| w != wa);
         g.parked.remove(wa).unwrap_or_default()
+    }
+
+    /// Where a call webhook goes: to a live outbound call, parked for a call whose
+    /// `connect` reply is still outstanding, or back to the inbound path.
+    fn route(&self, ev: SideEvent) -> Routed {
+        let wa = ev.call_id().as_str().to_owned();
+        let mut g = self.lock();
+        if let Some(tx) = g.by_wa.get(&wa).and_then(|s| g.by_sip.get(s)).cloned() {
+            return Routed::Deliver(tx, ev);
+        }
+        if !matches!(ev, SideEvent::Answered { .. } | SideEvent::Progress { .. }) {
+            return Routed::NotOurs;
+        }
+        // only business-initiated calls get these: park until `connect` returns
+        if g.by_sip.is_empty() {
+            debug!(wa_call_id = %wa, "business-initiated call event for no call");
+            return Routed::Taken;
+        }
+        if !g.parked.contains_key(&wa) {
+            g.parked_order.push_back(wa.clone());
+            if g.parked_order.len() > MAX_PARKED
+                && let Some(old) = g.parked_order.pop_front()
+            {
+                g.parked.remove(&old);
+            }
+        }
+        let events = g.parked.entry(wa).or_default();
+        if events.len() < MAX_PARKED_PER_CALL {
+            events.push(ev);
+        }
+        Routed::Taken
     }
 
     fn remove(&self, sip: &str) {
@@ -131,33 +175,13 @@ impl Outbound {
         let Some(side_event) = SideEvent::from_event(&ev.event) else {
             return false;
         };
-        let wa = side_event.call_id().as_str().to_owned();
-        let mut g = self.registry.lock();
-        let tx = g.by_wa.get(&wa).and_then(|s| g.by_sip.get(s)).cloned();
-        match (tx, &side_event) {
-            (Some(tx), _) => {
-                drop(g);
-                deliver(tx, OutCmd::Side(side_event));
+        match self.registry.route(side_event) {
+            Routed::Deliver(tx, ev) => {
+                deliver(tx, OutCmd::Side(ev));
                 true
             }
-            (None, SideEvent::Answered { .. } | SideEvent::Progress { .. }) => {
-                // only business-initiated calls get these: park until `connect` returns
-                if g.by_sip.is_empty() {
-                    debug!(wa_call_id = %wa, "business-initiated call event for no call");
-                    return true;
-                }
-                if !g.parked.contains_key(&wa) {
-                    g.parked_order.push_back(wa.clone());
-                    if g.parked_order.len() > MAX_PARKED
-                        && let Some(old) = g.parked_order.pop_front()
-                    {
-                        g.parked.remove(&old);
-                    }
-                }
-                g.parked.entry(wa).or_default().push(side_event);
-                true
-            }
-            (None, _) => false,
+            Routed::Taken => true,
+            Routed::NotOurs => false,
         }
     }
 
@@ -1318,6 +1342,67 @@ async fn sleep_opt(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn progress(id: &str) -> SideEvent {
+        SideEvent::Progress {
+            call_id: whatsip_meta::WaCallId::parse(id).unwrap(),
+            status: CallStatusKind::Ringing,
+        }
+    }
+
+    #[test]
+    fn webhooks_overtaking_the_connect_reply_are_parked_then_handed_over() {
+        let reg = OutRegistry::default();
+        // no outbound call at all: dropped, never parked
+        assert!(matches!(reg.route(progress("wacid.A")), Routed::Taken));
+        assert!(reg.lock().parked.is_empty());
+
+        let (tx, mut rx) = mpsc::channel(4);
+        reg.lock().by_sip.insert("sip-1".into(), tx);
+        assert!(matches!(reg.route(progress("wacid.A")), Routed::Taken));
+        let ended = SideEvent::Ended {
+            call_id: whatsip_meta::WaCallId::parse("wacid.A").unwrap(),
+            status: None,
+            duration: None,
+            errors: Vec::new(),
+        };
+        // a terminate for an unknown id belongs to the inbound path
+        assert!(matches!(reg.route(ended.clone()), Routed::NotOurs));
+
+        let parked = reg.bind_wa("wacid.A", "sip-1");
+        assert_eq!(parked, vec![progress("wacid.A")]);
+        assert!(reg.lock().parked.is_empty());
+        match reg.route(ended) {
+            Routed::Deliver(tx, ev) => {
+                tx.try_send(OutCmd::Side(ev)).unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(OutCmd::Side(SideEvent::Ended { .. }))
+        ));
+
+        reg.remove("sip-1");
+        assert!(reg.lock().by_wa.is_empty());
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let reg = OutRegistry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        reg.lock().by_sip.insert("sip-1".into(), tx);
+        for i in 0..(MAX_PARKED + 10) {
+            let _ = reg.route(progress(&format!("wacid.{i}")));
+        }
+        for _ in 0..20 {
+            let _ = reg.route(progress("wacid.same"));
+        }
+        let g = reg.lock();
+        assert!(g.parked.len() <= MAX_PARKED);
+        assert!(g.parked_order.len() <= MAX_PARKED);
+        assert_eq!(g.parked["wacid.same"].len(), MAX_PARKED_PER_CALL);
+    }
 
     #[test]
     fn sip_info_dtmf_bodies() {
