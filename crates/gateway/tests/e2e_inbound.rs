@@ -824,8 +824,17 @@ async fn e2e_terminate_before_connect_starts_no_ghost_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_udp_session_timer_refreshes_are_answered_locally() {
+    session_timer_refreshes(Kind::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_tcp_session_timer_refreshes_are_answered_locally() {
+    session_timer_refreshes(Kind::Tcp).await;
+}
+
+async fn session_timer_refreshes(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness(Kind::Udp, "uas_wa_refresh.xml", 20).await else {
+    let Some(mut h) = harness(kind, "uas_wa_refresh.xml", 20).await else {
         return;
     };
     let id = h.user_calls().await;
