@@ -466,8 +466,10 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
             })
             .await;
         if !tone {
-            return (status, false, false);
+            return (status, false, false, 0);
         }
+        // the live business-initiated call is counted while media flows
+        let live = h.gw.as_ref().map_or(0, |g| g.calls_in_progress());
         // DTMF both ways: the phone's digit (RFC 4733 PT 126) reaches the PBX as
         // telephone-event/8000, SIPp echoes it, and it reaches the phone again on PT 126
         let call = h
@@ -479,12 +481,16 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
             .expect("the business-initiated call");
         h.sim.user_presses(&call.id, "7").await.unwrap();
         let (status, digit) = phone.wait_for(WAIT, |s| s.audio.digits.contains('7')).await;
-        (status, true, digit)
+        (status, true, digit, live)
     };
     let service = format!("+{USER}");
-    let (run, (status, tone_ok, digit_ok)) =
+    let (run, (status, tone_ok, digit_ok, live)) =
         tokio::join!(h.place_call("uac_wa_answer.xml", &service, 8_000), tone);
     assert_sipp_ok(&run);
+    assert_eq!(
+        live, 1,
+        "calls_in_progress() while the outbound call was up"
+    );
     assert!(tone_ok, "tone not heard back at the phone: {status:?}");
     assert!(digit_ok, "digit not echoed back to the phone: {status:?}");
     let statuses = received_statuses(&run);

@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) media_ip: IpAddr,
     pub(crate) milestones: broadcast::Sender<CallMilestone>,
     pub(crate) registry: Registry,
+    /// Business-initiated calls whose task is running (their own registry lives in the
+    /// dispatcher; this count lets `calls_in_progress` include them).
+    pub(crate) outbound_live: std::sync::atomic::AtomicUsize,
     /// The CDR writer thread (`None`: CDRs disabled).
     pub(crate) cdr: Option<super::ops_cdr::CdrWriter>,
     /// Prometheus metrics.

@@ -109,6 +109,7 @@ impl Gateway {
             media_ip,
             milestones: milestones.clone(),
             registry: call::Registry::default(),
+            outbound_live: std::sync::atomic::AtomicUsize::new(0),
             cdr,
             metrics: Arc::new(crate::ops::metrics::Metrics::new()),
             health: ops_admin::Health::default(),
@@ -169,9 +170,13 @@ impl GatewayHandle {
         self.shared.milestones.subscribe()
     }
 
-    /// Calls whose task is still running (both legs not yet released).
+    /// Calls whose task is still running (both legs not yet released), both directions.
     pub fn calls_in_progress(&self) -> usize {
         self.shared.registry.len()
+            + self
+                .shared
+                .outbound_live
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Re-reads the config file (SIGHUP). New calls are routed by the new dial plan; live

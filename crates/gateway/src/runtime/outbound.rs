@@ -555,6 +555,9 @@ impl OutTask {
     }
 
     async fn run(mut self) {
+        self.shared
+            .outbound_live
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let started = SystemClock::now();
         let first = match self.local_checks().await {
             Ok(()) => OutboundInput::PbxInvite,
@@ -588,6 +591,10 @@ impl OutTask {
             end_reason(self.core.end())
         };
         self.registry.remove(&self.sip_call_id);
+        // before Ended is published, as for inbound calls
+        self.shared
+            .outbound_live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let talk_time = self
             .answered
             .then(|| SystemClock::now().saturating_duration_since(started));
