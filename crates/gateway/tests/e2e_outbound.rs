@@ -217,6 +217,11 @@ rtp_port_max = {range_end}
 [logging]
 redact_phone_numbers = false
 
+[cdr]
+path = "{cdr_db}"
+rate_currency = "EUR"
+rates = {{ "49" = "0.0600" }}
+
 [admin]
 listen = "{admin}"
 
@@ -245,6 +250,7 @@ auto_permission_request = {auto_request}
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_default(),
         range_end = range + 39,
+        cdr_db = dir.0.join("cdr.db").display(),
     );
     let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
     let gw = Gateway::start(config).await.unwrap();
@@ -382,6 +388,22 @@ impl Harness {
             .count()
     }
 
+    /// The final CDR of the one business-initiated call, once its task wrote it.
+    async fn outbound_cdr(&self) -> whatsip_cdr::CallRecord {
+        let db = self.dir.0.join("cdr.db");
+        for _ in 0..200 {
+            if let Ok(store) =
+                whatsip_cdr::CdrStore::open(&db, whatsip_cdr::StoreOptions::default())
+                && let Ok(mut all) = store.list(&whatsip_cdr::CdrFilter::default())
+                && let Some(r) = all.pop()
+            {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no CDR written in {}", db.display());
+    }
+
     /// Waits until no RTP port is held, then shuts everything down.
     async fn finish(mut self) {
         let gw = self.gw.take().unwrap();
@@ -516,6 +538,31 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
         .unwrap();
     assert_eq!(connect.body["to"], USER);
     assert_eq!(connect.body["session"]["sdp_type"], "offer");
+    // the CDR: keyed by Meta's call id, answered, billed in 6-second pulses
+    let cdr = h.outbound_cdr().await;
+    assert!(cdr.wa_call_id.starts_with("wacid."), "{cdr:?}");
+    assert_eq!(cdr.direction, whatsip_cdr::Direction::Outbound);
+    assert_eq!(cdr.outcome, whatsip_cdr::Outcome::Answered, "{cdr:?}");
+    assert_eq!(cdr.customer_number, USER);
+    assert_eq!(
+        cdr.ending.hangup_by,
+        Some(whatsip_cdr::HangupSide::Pbx),
+        "{cdr:?}"
+    );
+    let pulses = cdr.billable_pulses.expect("billed");
+    assert_eq!(pulses, whatsip_cdr::billable_pulses(cdr.talk_time()));
+    assert!(pulses >= 1, "{cdr:?}");
+    let cost = cdr.estimated_cost.clone().expect("rate card applied");
+    assert_eq!(cost.currency, "EUR");
+    assert_eq!(
+        cost.micros,
+        i64::from(pulses) * 6_000,
+        "0.06/min = 0.006 per pulse"
+    );
+    assert!(
+        cdr.media_pbx_to_wa.is_some_and(|m| m.packets > 0),
+        "{cdr:?}"
+    );
     h.finish().await;
 }
 
@@ -548,6 +595,9 @@ async fn e2e_out_user_rejects_603() {
     );
     // REJECTED is followed by Meta's terminate webhook: no terminate from us
     assert_eq!(h.call_actions(), ["connect"]);
+    let cdr = h.outbound_cdr().await;
+    assert_eq!(cdr.outcome, whatsip_cdr::Outcome::Rejected, "{cdr:?}");
+    assert_eq!(cdr.billable_pulses, Some(0), "{cdr:?}");
     h.finish().await;
 }
 

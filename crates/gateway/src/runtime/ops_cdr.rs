@@ -23,7 +23,7 @@ use whatsip_media::{LegStats, MediaStats};
 use super::RuntimeError;
 use super::clock::SystemClock;
 use super::milestone::MilestoneKind;
-use crate::call::InboundEnd;
+use crate::call::{InboundEnd, OutboundEnd, OutboundFailure};
 use crate::config::CdrConfig;
 use crate::ops::metrics::{
     CallDirection, GraphErrorLabels, GraphLabels, LegLabels, MediaLeg, Metrics,
@@ -275,6 +275,86 @@ impl CallCdr {
         }
     }
 
+    /// A record for a business-initiated call whose INVITE just arrived from the PBX. Until
+    /// Meta gives a call id the record is keyed `sip:<Call-ID>`, so refused calls are kept too.
+    pub(crate) fn outbound(
+        writer: Option<CdrWriter>,
+        metrics: Option<Arc<Metrics>>,
+        business_number: &str,
+        customer_number: &str,
+        rule: &str,
+        pbx_call_id: &str,
+    ) -> Self {
+        let digits = |n: &'_ str| n.strip_prefix('+').unwrap_or(n).to_owned();
+        let mut record = CallRecord::new(
+            format!("sip:{pbx_call_id}"),
+            Direction::Outbound,
+            digits(business_number),
+            digits(customer_number),
+            wall_now(),
+        );
+        record.wa_codec = Some("opus".into());
+        record.dialplan_rule = Some(rule.to_owned());
+        record.pbx_call_id = Some(pbx_call_id.to_owned());
+        if let Some(m) = &metrics {
+            m.call_started(CallDirection::outbound);
+        }
+        if let Some(w) = &writer {
+            w.live(&record);
+        }
+        Self {
+            writer,
+            metrics,
+            record,
+            last_pbx_status: None,
+            graph_failed: None,
+            pbx_answered: None,
+            offered: SystemClock::now(),
+        }
+    }
+
+    /// Meta gave the business-initiated call its id: the record is keyed by it from now on.
+    pub(crate) fn set_wa_call_id(&mut self, id: &str) {
+        self.record.wa_call_id = id.to_owned();
+    }
+
+    /// Completes a business-initiated call's record (billing is added by the writer).
+    pub(crate) fn complete_outbound(
+        &mut self,
+        end: Option<&OutboundEnd>,
+        shutdown: bool,
+        reason: &str,
+    ) -> Option<(CdrWriter, CallRecord)> {
+        let r = &mut self.record;
+        r.end_at = Some(wall_now());
+        let answered = r.answer_at.is_some();
+        let (outcome, side) = classify_outbound(end, shutdown, answered);
+        r.outcome = outcome;
+        r.ending.hangup_by = side;
+        if r.ending.reason.is_none() {
+            r.ending.reason = Some(reason.to_owned());
+        }
+        if let Some(OutboundEnd::Failed(OutboundFailure::Graph { code, .. })) = end {
+            r.ending.meta_status = Some("connect failed".to_owned());
+            r.ending.meta_error_code = code.map(i64::from);
+        }
+        if let Some(m) = &self.metrics {
+            let talk = answered.then(|| r.talk_time().as_secs_f64());
+            m.call_ended(
+                CallDirection::outbound,
+                outcome.as_str(),
+                &cause(reason),
+                talk,
+            );
+        }
+        info!(
+            outcome = outcome.as_str(),
+            talk_s = r.talk_time().as_secs(),
+            "call detail record"
+        );
+        self.writer.clone().map(|w| (w, self.record.clone()))
+    }
+
     /// Follows one milestone of the call.
     pub(crate) fn observe(&mut self, kind: &MilestoneKind, sip_call_id: Option<&str>) {
         if let Some(id) = sip_call_id {
@@ -308,6 +388,11 @@ impl CallCdr {
             MilestoneKind::Answered { codec } => {
                 self.record.pbx_codec = Some(codec.clone());
                 self.pbx_answered = Some(SystemClock::now());
+                // business-initiated: the user picked up; no `accept` follows
+                if self.record.direction == Direction::Outbound && self.record.answer_at.is_none() {
+                    self.record.answer_at = Some(wall_now());
+                    snapshot = true;
+                }
             }
             MilestoneKind::Accepted => {
                 self.record.answer_at = Some(wall_now());
@@ -455,6 +540,41 @@ fn classify(
         }
         #[allow(unreachable_patterns)]
         Some(_) => (Outcome::Failed, Some(HangupSide::Gateway)),
+    }
+}
+
+fn classify_outbound(
+    end: Option<&OutboundEnd>,
+    shutdown: bool,
+    answered: bool,
+) -> (Outcome, Option<HangupSide>) {
+    if shutdown {
+        let o = if answered {
+            Outcome::Answered
+        } else {
+            Outcome::Failed
+        };
+        return (o, Some(HangupSide::Gateway));
+    }
+    match end {
+        Some(OutboundEnd::WaHangup) => (Outcome::Answered, Some(HangupSide::WhatsApp)),
+        Some(OutboundEnd::PbxHangup) => (Outcome::Answered, Some(HangupSide::Pbx)),
+        Some(OutboundEnd::PbxCancelled) => (Outcome::Cancelled, Some(HangupSide::Pbx)),
+        Some(OutboundEnd::MediaFailed) if answered => {
+            (Outcome::Answered, Some(HangupSide::Gateway))
+        }
+        Some(OutboundEnd::Failed(f)) => match f {
+            OutboundFailure::Rejected => (Outcome::Rejected, Some(HangupSide::WhatsApp)),
+            OutboundFailure::NoAnswer => (Outcome::NoAnswer, Some(HangupSide::Gateway)),
+            OutboundFailure::Terminated { .. } => (Outcome::Failed, Some(HangupSide::WhatsApp)),
+            OutboundFailure::CountryBlocked
+            | OutboundFailure::NoPermission
+            | OutboundFailure::ConsentGuard { .. }
+            | OutboundFailure::DailyCap { .. }
+            | OutboundFailure::DialPlan(_) => (Outcome::Refused, Some(HangupSide::Gateway)),
+            _ => (Outcome::Failed, Some(HangupSide::Gateway)),
+        },
+        Some(OutboundEnd::MediaFailed) | None => (Outcome::Failed, Some(HangupSide::Gateway)),
     }
 }
 

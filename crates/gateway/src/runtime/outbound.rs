@@ -493,6 +493,7 @@ struct OutTask {
     answered: bool,
     bye_sent: bool,
     shutting_down: bool,
+    cdr: std::sync::Mutex<super::ops_cdr::CallCdr>,
 }
 
 impl OutTask {
@@ -518,7 +519,16 @@ impl OutTask {
             .config
             .business_by_number(&route.from_business)
             .is_some_and(|b| b.business_initiated_calls);
+        let cdr = super::ops_cdr::CallCdr::outbound(
+            shared.cdr.clone(),
+            Some(shared.metrics.clone()),
+            &route.from_business.to_string(),
+            &route.whatsapp_user.to_string(),
+            &route.rule,
+            &sip_call_id,
+        );
         Self {
+            cdr: std::sync::Mutex::new(cdr),
             bic_allowed,
             business: route.from_business.clone(),
             user: route.whatsapp_user.clone(),
@@ -590,6 +600,12 @@ impl OutTask {
         } else {
             end_reason(self.core.end())
         };
+        let done = self
+            .cdr_lock()
+            .complete_outbound(self.core.end(), self.shutting_down, &reason);
+        if let Some((writer, record)) = done {
+            writer.finish(record).await;
+        }
         self.registry.remove(&self.sip_call_id);
         // before Ended is published, as for inbound calls
         self.shared
@@ -935,6 +951,7 @@ impl OutTask {
             Ok(id) => {
                 self.span.record("wa_call_id", id.as_str());
                 info!("graph connect sent");
+                self.cdr_lock().set_wa_call_id(id.as_str());
                 let parked = self.registry.bind_wa(id.as_str(), &self.sip_call_id);
                 self.backlog.extend(parked.into_iter().map(OutCmd::Side));
                 let ours = WaCallId::new(id.as_str());
@@ -1238,11 +1255,10 @@ impl OutTask {
     async fn stop_media(&mut self) {
         if let Some(m) = self.media.take() {
             let _ = m.handle.commands.send(MediaCommand::Stop).await;
-            if tokio::time::timeout(Duration::from_secs(5), m.handle.join)
-                .await
-                .is_err()
-            {
-                warn!("pbx media task did not stop in time");
+            match tokio::time::timeout(Duration::from_secs(5), m.handle.join).await {
+                Ok(Ok(stats)) => self.cdr_lock().media_stats(&stats),
+                Ok(Err(e)) => warn!(error = %e, "pbx media task failed"),
+                Err(_) => warn!("pbx media task did not stop in time"),
             }
         }
         if let Some(wa) = self.wa.take() {
@@ -1262,8 +1278,13 @@ impl OutTask {
             .release(port);
     }
 
+    fn cdr_lock(&self) -> std::sync::MutexGuard<'_, super::ops_cdr::CallCdr> {
+        self.cdr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn milestone(&self, kind: MilestoneKind) {
         info!(milestone = %kind, "call milestone");
+        self.cdr_lock().observe(&kind, Some(&self.sip_call_id));
         let _ = self.shared.milestones.send(CallMilestone {
             wa_call_id: self
                 .wa_call_id
