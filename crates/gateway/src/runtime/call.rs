@@ -17,7 +17,8 @@ use whatsip_media::driver::{
     MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, spawn_pbx_media,
 };
 use whatsip_media::sdp::{
-    LocalMedia, PbxSdpConfig, PortAllocator, answer_offer, build_offer, parse_answer,
+    LocalMedia, NegotiatedMedia, PbxSdpConfig, PortAllocator, answer_offer, build_offer,
+    parse_answer,
 };
 use whatsip_media::webrtc::{WaCallHandle, WaLegEvent, WebRtcEndpoint};
 use whatsip_media::{
@@ -836,26 +837,8 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
-        let relay_config = RelayConfig {
-            ptime: self.shared.config.media.ptime,
-            pbx_codec: negotiated.codec,
-            pbx_pt: negotiated.pt,
-            pbx_dtmf: negotiated.dtmf,
-            ..RelayConfig::default()
-        };
-        let relay = MediaRelay::new(relay_config, &mut rand::rng(), SystemClock::now())
-            .map_err(|e| e.to_string())?;
-        let (wa_tx, wa_out) = mpsc::channel(256);
-        let (ev_tx, events) = mpsc::channel(64);
-        let rtp = PbxRtpConfig::new(
-            negotiated.remote_rtp,
-            negotiated.remote_rtcp,
-            negotiated.rtcp_mux,
-        );
-        let handle = {
-            let _entered = self.span.enter();
-            spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)
-        };
+        let (handle, wa_out, events) =
+            start_pbx_leg(&self.shared, &negotiated, sockets, &self.span)?;
         if negotiated.pbx_direction != Direction::SendRecv {
             let _ = handle
                 .commands
@@ -1125,4 +1108,43 @@ async fn sleep_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
+}
+
+/// The PBX leg's media task of a call in either direction: a relay for the negotiated codec
+/// on the call's RTP sockets, spawned inside the call's span, with the PBX's hold direction
+/// applied. Returns the task's handle, the packets it sends toward WhatsApp and its events.
+pub(crate) fn start_pbx_leg(
+    shared: &Shared,
+    negotiated: &NegotiatedMedia,
+    sockets: PbxSockets,
+    span: &Span,
+) -> Result<
+    (
+        PbxMediaHandle,
+        mpsc::Receiver<RtpPacket>,
+        mpsc::Receiver<RelayEvent>,
+    ),
+    String,
+> {
+    let relay_config = RelayConfig {
+        ptime: shared.config.media.ptime,
+        pbx_codec: negotiated.codec,
+        pbx_pt: negotiated.pt,
+        pbx_dtmf: negotiated.dtmf,
+        ..RelayConfig::default()
+    };
+    let relay = MediaRelay::new(relay_config, &mut rand::rng(), SystemClock::now())
+        .map_err(|e| e.to_string())?;
+    let (wa_tx, wa_out) = mpsc::channel(256);
+    let (ev_tx, events) = mpsc::channel(64);
+    let rtp = PbxRtpConfig::new(
+        negotiated.remote_rtp,
+        negotiated.remote_rtcp,
+        negotiated.rtcp_mux,
+    );
+    let handle = {
+        let _entered = span.enter();
+        spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)
+    };
+    Ok((handle, wa_out, events))
 }

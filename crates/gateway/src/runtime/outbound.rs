@@ -23,15 +23,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
-use whatsip_media::driver::{
-    MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, spawn_pbx_media,
-};
+use whatsip_media::driver::{MediaCommand, PbxMediaHandle, PbxSockets};
 use whatsip_media::sdp::{LocalMedia, NegotiatedMedia, PbxSdpConfig, answer_offer};
 use whatsip_media::webrtc::{WaCallHandle, WaLegEvent};
-use whatsip_media::{
-    Codec as MediaCodec, Direction as MediaDirection, Leg, MediaRelay, RelayConfig, RelayEvent,
-    RtpPacket,
-};
+use whatsip_media::{Codec as MediaCodec, Direction as MediaDirection, Leg, RelayEvent, RtpPacket};
 use whatsip_meta::graph::PermissionStatus;
 use whatsip_meta::rt::GraphSide;
 use whatsip_meta::side::{SideEvent, WhatsAppSide};
@@ -1107,26 +1102,8 @@ impl OutTask {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
-        let relay_config = RelayConfig {
-            ptime: self.shared.config.media.ptime,
-            pbx_codec: negotiated.codec,
-            pbx_pt: negotiated.pt,
-            pbx_dtmf: negotiated.dtmf,
-            ..RelayConfig::default()
-        };
-        let relay = MediaRelay::new(relay_config, &mut rand::rng(), SystemClock::now())
-            .map_err(|e| e.to_string())?;
-        let (wa_tx, wa_out) = mpsc::channel(256);
-        let (ev_tx, events) = mpsc::channel(64);
-        let rtp = PbxRtpConfig::new(
-            negotiated.remote_rtp,
-            negotiated.remote_rtcp,
-            negotiated.rtcp_mux,
-        );
-        let handle = {
-            let _entered = self.span.enter();
-            spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)
-        };
+        let (handle, wa_out, events) =
+            super::call::start_pbx_leg(&self.shared, &negotiated, sockets, &self.span)?;
         if negotiated.pbx_direction != MediaDirection::SendRecv {
             let _ = handle
                 .commands
