@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
 
 use super::auth::{ClientAuth, ServerGate};
+use super::counters::{MessageKey, SipFlow};
 use super::txn::{ClientTxn, ClientTxnEvent, ServerTxn, ServerTxnEvent};
 use super::via::{advertised, stamp_received, via_routing};
 use super::{
@@ -73,6 +74,7 @@ struct ServerEntry {
 #[derive(Debug)]
 struct AckEntry {
     bytes: Bytes,
+    key: MessageKey,
     target: Target,
     expires: Instant,
 }
@@ -294,7 +296,8 @@ impl Driver {
         let Some(e) = self.clients.get_mut(&id) else {
             return;
         };
-        while let Some(bytes) = e.txn.poll_transmit() {
+        while let Some((bytes, key)) = e.txn.poll_transmit() {
+            self.stats.messages.count(SipFlow::Out, key);
             if let Err(err) = self.transport.send(&e.target, bytes) {
                 warn!(target = %e.target.addr, error = %err, "send failed");
             }
@@ -323,7 +326,8 @@ impl Driver {
         let Some(e) = self.servers.get_mut(&id) else {
             return;
         };
-        while let Some(bytes) = e.txn.poll_transmit() {
+        while let Some((bytes, key)) = e.txn.poll_transmit() {
+            self.stats.messages.count(SipFlow::Out, key);
             if let Err(err) = self.transport.send(&e.reply, bytes) {
                 warn!(target = %e.reply.addr, error = %err, "send failed");
             }
@@ -410,6 +414,7 @@ impl Driver {
                     if !e.reported_2xx.insert(to_tag) {
                         // A retransmitted 2xx: the ACK was lost, send it again.
                         if let Some(a) = self.acks.get(&key) {
+                            self.stats.messages.count(SipFlow::Out, a.key);
                             let _ = self.transport.send(&a.target, a.bytes.clone());
                         }
                         return;
@@ -773,6 +778,8 @@ impl Driver {
         let dialog = dialog_of_response(&response, false);
         if !e.txn.send_response(response, now) {
             return Err(EndpointError::InvalidState);
+        let key = MessageKey::request(&ack);
+        self.stats.messages.count(SipFlow::Out, key);
         }
         let call_seq = e
             .request
@@ -781,6 +788,7 @@ impl Driver {
             .map(|(c, s)| (c.as_str().to_owned(), s.seq));
         if is_invite && status.is_success() {
             if let Some(d) = dialog {
+                key,
                 self.dialogs.insert(d);
             }
             if let Some(k) = call_seq {
@@ -832,8 +840,18 @@ impl Driver {
             ..crate::message::ParseLimits::default()
         };
         match SipMessage::parse(&received.bytes, &limits) {
-            Ok(SipMessage::Request(req)) => self.on_request(req, &received, now),
-            Ok(SipMessage::Response(resp)) => self.on_response(resp, now),
+            Ok(SipMessage::Request(req)) => {
+                self.stats
+                    .messages
+                    .count(SipFlow::In, MessageKey::request(&req));
+                self.on_request(req, &received, now);
+            }
+            Ok(SipMessage::Response(resp)) => {
+                self.stats
+                    .messages
+                    .count(SipFlow::In, MessageKey::response(&resp));
+                self.on_response(resp, now);
+            }
             Err(err) => {
                 self.transport.record_parse_error();
                 warn!(source = %received.source, error = %err, "malformed message");
@@ -878,6 +896,9 @@ impl Driver {
             return;
         }
         debug!(status = resp.status.as_u16(), "unmatched response dropped");
+                    self.stats
+                        .messages
+                        .count(SipFlow::Out, MessageKey::response(&resp));
     }
 
     fn on_request(&mut self, mut req: Request, received: &Received, now: Instant) {
@@ -914,6 +935,7 @@ impl Driver {
             });
         let method = req.method.clone();
         trace!(%method, %branch, "request");
+            self.stats.messages.count(SipFlow::Out, a.key);
         match method {
             Method::Ack => self.on_ack(req, branch, now),
             Method::Cancel => self.on_cancel(req, branch, reply, now),

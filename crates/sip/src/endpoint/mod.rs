@@ -53,6 +53,7 @@
 //! ```
 
 mod auth;
+mod counters;
 mod driver;
 mod txn;
 mod via;
@@ -68,6 +69,7 @@ use crate::message::{Method, Request, Response};
 use crate::transport::{Target, Transport, TransportConfig, TransportError, TransportKind};
 
 pub use auth::{ServerAuth, TrunkCredentials};
+pub use counters::{SipFlow, SipMessageCount};
 pub use via::{stamp_received, via_routing};
 
 /// The one place that reads the clock (STYLE.md §1).
@@ -213,6 +215,7 @@ impl SharedStats {
             challenges: self.challenges.load(Relaxed),
             auth_retries: self.auth_retries.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
+    messages: counters::MessageCounters,
             timeouts: self.timeouts.load(Relaxed),
             ack_timeouts: self.ack_timeouts.load(Relaxed),
             overload_503: self.overload_503.load(Relaxed),
@@ -464,6 +467,14 @@ impl Endpoint {
             IpAddr::V6(v6) => crate::message::Host::Ipv6(v6),
         };
         let branch = crate::message::Branch::generate(&mut rand::rng());
+    /// Messages received and sent so far, by flow, method (the CSeq method for
+    /// responses) and status code; only counters that are non-zero. Received means
+    /// parsed (malformed datagrams are the transport's `parse_errors`); sent means handed
+    /// to the transport, retransmissions included.
+    pub fn message_counts(&self) -> Vec<SipMessageCount> {
+        self.stats.messages.snapshot()
+    }
+
         let mut via = crate::message::Via::new(
             crate::message::Transport::parse(target.kind.as_str()),
             host,

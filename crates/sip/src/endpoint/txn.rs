@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::debug;
 
+use super::counters::MessageKey;
 use crate::message::{Method, Request, Response};
 use crate::transaction::{
     InviteClientTxn, InviteServerTxn, NonInviteClientTxn, NonInviteServerTxn, TimerConfig,
@@ -109,8 +110,8 @@ impl ClientTxn {
         }
     }
 
-    /// Next bytes to send to the transaction's target.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+    /// Next bytes to send to the transaction's target, and what they are (for counters).
+    pub(crate) fn poll_transmit(&mut self) -> Option<(Bytes, MessageKey)> {
         let t = match self {
             Self::Invite(t) => t.poll_transmit(),
             Self::NonInvite(t) => t.poll_transmit(),
@@ -168,6 +169,7 @@ pub(crate) enum ServerTxnEvent {
 #[derive(Debug)]
 struct Resend2xx {
     bytes: Bytes,
+    key: MessageKey,
     /// Next resend, `None` on reliable transports.
     next: Option<Instant>,
     interval: Duration,
@@ -183,7 +185,7 @@ pub(crate) struct ServerTxn {
     last: Option<Response>,
     resend: Option<Resend2xx>,
     acked: bool,
-    transmits: VecDeque<Bytes>,
+    transmits: VecDeque<(Bytes, MessageKey)>,
     events: VecDeque<ServerTxnEvent>,
 }
 
@@ -271,6 +273,7 @@ impl ServerTxn {
         {
             self.resend = Some(Resend2xx {
                 bytes: Bytes::from(resp.to_bytes()),
+                key: MessageKey::response(&resp),
                 next: (!self.reliable).then(|| now + self.timers.t1),
                 interval: self.timers.t1,
                 give_up: now + self.timers.t1x64(),
@@ -293,15 +296,15 @@ impl ServerTxn {
             } else if let Some(next) = r.next
                 && next <= now
             {
-                self.transmits.push_back(r.bytes.clone());
+                self.transmits.push_back((r.bytes.clone(), r.key));
                 r.interval = r.interval.saturating_mul(2).min(self.timers.t2);
                 r.next = Some(now + r.interval);
             }
         }
     }
 
-    /// Next response bytes to send back to the requester.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+    /// Next response bytes to send back to the requester, and what they are.
+    pub(crate) fn poll_transmit(&mut self) -> Option<(Bytes, MessageKey)> {
         let core = match &mut self.core {
             ServerCore::Invite(t) => t.poll_transmit(),
             ServerCore::NonInvite(t) => t.poll_transmit(),
@@ -351,6 +354,9 @@ impl ServerTxn {
     }
 }
 
-fn bytes_of(t: &Transmit) -> Bytes {
-    Bytes::from(t.message.to_bytes())
+fn bytes_of(t: &Transmit) -> (Bytes, MessageKey) {
+    (
+        Bytes::from(t.message.to_bytes()),
+        MessageKey::of(&t.message),
+    )
 }
