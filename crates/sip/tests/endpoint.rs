@@ -669,3 +669,101 @@ async fn unsupported_method_gets_405_with_allow() {
     assert!(r.headers.allow().contains(&Method::Invite));
     assert!(!r.headers.allow().contains(&Method::Register));
 }
+
+#[tokio::test]
+async fn update_trunk_swaps_credentials_and_ping_target() {
+    use whatsip_sip::endpoint::{ServerAuth, TrunkCredentials, TrunkUpdate};
+    let (server_ep, events) = endpoint(|c| {
+        c.server_auth = Some(ServerAuth::new("whatsip", "trunk", "old-pass"));
+    })
+    .await;
+    let stats = Arc::new(Mutex::new(UasStats::default()));
+    tokio::spawn(run_uas(server_ep.clone(), events, stats.clone()));
+    let target = Target::new(TransportKind::Udp, addr_of(&server_ep, TransportKind::Udp));
+    let (client, mut client_ev) = endpoint(|c| {
+        c.credentials = Some(TrunkCredentials {
+            username: "trunk".into(),
+            password: "old-pass".into(),
+            realm: None,
+        });
+    })
+    .await;
+    let out = uac_call(
+        &client,
+        target.clone(),
+        "sip:a@127.0.0.1",
+        Duration::ZERO,
+        20,
+    )
+    .await;
+    assert_eq!(
+        out.final_status, 200,
+        "old credentials accepted before the update"
+    );
+
+    // The server now wants a new password: the client's old one is refused.
+    server_ep
+        .update_trunk(TrunkUpdate {
+            server_auth: Some(ServerAuth::new("whatsip", "trunk", "new-pass")),
+            ..TrunkUpdate::default()
+        })
+        .await
+        .unwrap();
+    let out = uac_call(
+        &client,
+        target.clone(),
+        "sip:a@127.0.0.1",
+        Duration::ZERO,
+        21,
+    )
+    .await;
+    assert_eq!(
+        out.final_status, 401,
+        "old password refused after the update"
+    );
+
+    // The client takes the new password and starts pinging the server.
+    client
+        .update_trunk(TrunkUpdate {
+            ping: vec![whatsip_sip::endpoint::PingTarget {
+                target: target.clone(),
+                uri: Uri::parse("sip:pbx@127.0.0.1").unwrap(),
+                interval: Duration::from_secs(30),
+            }],
+            credentials: Some(TrunkCredentials {
+                username: "trunk".into(),
+                password: "new-pass".into(),
+                realm: None,
+            }),
+            server_auth: None,
+        })
+        .await
+        .unwrap();
+    let out = uac_call(
+        &client,
+        target.clone(),
+        "sip:a@127.0.0.1",
+        Duration::ZERO,
+        22,
+    )
+    .await;
+    assert_eq!(out.final_status, 200, "new password accepted");
+    let up = tokio::time::timeout(WAIT, async {
+        loop {
+            match client_ev.recv().await {
+                Some(EndpointEvent::PeerStatus { target: t, up }) => break (t, up),
+                Some(_) => continue,
+                None => panic!("endpoint gone"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        up,
+        (target, true),
+        "the new ping target was pinged and answered"
+    );
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.invites, s.answered), (2, 2), "{s:?}");
+}

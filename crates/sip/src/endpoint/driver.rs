@@ -621,6 +621,45 @@ impl Driver {
         }
     }
 
+    /// Swaps the trunk settings. Ping slots that existed keep their schedule (the next ping
+    /// goes to the new target); new slots ping now; removed slots stop at their next wake.
+    fn update_trunk(&mut self, update: super::TrunkUpdate, now: Instant) {
+        let mut config = (*self.config).clone();
+        config.ping = update.ping;
+        config.credentials = update.credentials;
+        config.server_auth = update.server_auth;
+        self.client_auth = config.credentials.as_ref().map(ClientAuth::new);
+        self.server_gate = config
+            .server_auth
+            .as_ref()
+            .map(|a| ServerGate::new(a, &mut self.rng));
+        let old = self.pings.len();
+        self.pings.truncate(config.ping.len());
+        for (i, p) in self.pings.iter_mut().enumerate() {
+            let changed =
+                self.config.ping.get(i).map(|c| &c.target) != Some(&config.ping[i].target);
+            if changed {
+                p.up = None;
+            }
+        }
+        for i in old..config.ping.len() {
+            self.pings.push(PingState {
+                up: None,
+                seq: 0,
+                call_id: CallId::generate(&mut self.rng, None),
+                tag: Tag::generate(&mut self.rng),
+            });
+            self.wakeups.push(Reverse((now, Wake::Ping(i))));
+        }
+        info!(
+            pings = config.ping.len(),
+            credentials = config.credentials.is_some(),
+            server_auth = config.server_auth.is_some(),
+            "trunk settings updated"
+        );
+        self.config = Arc::new(config);
+    }
+
     fn send_ping(&mut self, i: usize, now: Instant) {
         let Some(cfg) = self.config.ping.get(i).cloned() else {
             return;
@@ -713,6 +752,7 @@ impl Driver {
             Command::ForgetDialog { key } => {
                 self.dialogs.remove(&key);
             }
+            Command::UpdateTrunk(update) => self.update_trunk(*update, now),
             Command::Shutdown { done } => {
                 self.shutdown_waiters.push(done);
                 self.begin_shutdown(now);
@@ -738,6 +778,8 @@ impl Driver {
             ack.headers.push(HeaderName::MAX_FORWARDS, "70");
         }
         let bytes = Bytes::from(ack.to_bytes());
+        let key = MessageKey::request(&ack);
+        self.stats.messages.count(SipFlow::Out, key);
         self.transport
             .send(&target, bytes.clone())
             .map_err(|_| EndpointError::Transport)?;
@@ -746,6 +788,7 @@ impl Driver {
             (call_id.as_str().to_owned(), seq),
             AckEntry {
                 bytes,
+                key,
                 target,
                 expires,
             },
@@ -778,8 +821,6 @@ impl Driver {
         let dialog = dialog_of_response(&response, false);
         if !e.txn.send_response(response, now) {
             return Err(EndpointError::InvalidState);
-        let key = MessageKey::request(&ack);
-        self.stats.messages.count(SipFlow::Out, key);
         }
         let call_seq = e
             .request
@@ -788,7 +829,6 @@ impl Driver {
             .map(|(c, s)| (c.as_str().to_owned(), s.seq));
         if is_invite && status.is_success() {
             if let Some(d) = dialog {
-                key,
                 self.dialogs.insert(d);
             }
             if let Some(k) = call_seq {
@@ -856,6 +896,9 @@ impl Driver {
                 self.transport.record_parse_error();
                 warn!(source = %received.source, error = %err, "malformed message");
                 if let Some(resp) = error_response(&received.bytes, &err) {
+                    self.stats
+                        .messages
+                        .count(SipFlow::Out, MessageKey::response(&resp));
                     let _ = self
                         .transport
                         .send(&received.reply_target(), Bytes::from(resp.to_bytes()));
@@ -892,13 +935,11 @@ impl Driver {
                 .zip(resp.cseq())
                 .and_then(|(c, s)| self.acks.get(&(c.as_str().to_owned(), s.seq)))
         {
+            self.stats.messages.count(SipFlow::Out, a.key);
             let _ = self.transport.send(&a.target, a.bytes.clone());
             return;
         }
         debug!(status = resp.status.as_u16(), "unmatched response dropped");
-                    self.stats
-                        .messages
-                        .count(SipFlow::Out, MessageKey::response(&resp));
     }
 
     fn on_request(&mut self, mut req: Request, received: &Received, now: Instant) {
@@ -935,7 +976,6 @@ impl Driver {
             });
         let method = req.method.clone();
         trace!(%method, %branch, "request");
-            self.stats.messages.count(SipFlow::Out, a.key);
         match method {
             Method::Ack => self.on_ack(req, branch, now),
             Method::Cancel => self.on_cancel(req, branch, reply, now),

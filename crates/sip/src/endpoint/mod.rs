@@ -104,6 +104,20 @@ pub struct PingTarget {
     pub interval: Duration,
 }
 
+/// The trunk settings [`Endpoint::update_trunk`] replaces at run time (a config reload):
+/// peers to ping, the credentials answering challenges, and the account requests must
+/// authenticate as. Transactions and dialogs in flight are untouched; the next request,
+/// challenge or ping uses the new values.
+#[derive(Debug, Clone, Default)]
+pub struct TrunkUpdate {
+    /// Peers to ping with OPTIONS (replaces [`EndpointConfig::ping`]).
+    pub ping: Vec<PingTarget>,
+    /// Replaces [`EndpointConfig::credentials`].
+    pub credentials: Option<TrunkCredentials>,
+    /// Replaces [`EndpointConfig::server_auth`].
+    pub server_auth: Option<ServerAuth>,
+}
+
 /// Endpoint configuration. `Default` holds production values and no listeners.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -201,6 +215,7 @@ struct SharedStats {
     timeouts: std::sync::atomic::AtomicU64,
     ack_timeouts: std::sync::atomic::AtomicU64,
     overload_503: std::sync::atomic::AtomicU64,
+    messages: counters::MessageCounters,
 }
 
 impl SharedStats {
@@ -215,7 +230,6 @@ impl SharedStats {
             challenges: self.challenges.load(Relaxed),
             auth_retries: self.auth_retries.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
-    messages: counters::MessageCounters,
             timeouts: self.timeouts.load(Relaxed),
             ack_timeouts: self.ack_timeouts.load(Relaxed),
             overload_503: self.overload_503.load(Relaxed),
@@ -394,6 +408,7 @@ enum Command {
     ForgetDialog {
         key: DialogId,
     },
+    UpdateTrunk(Box<TrunkUpdate>),
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -452,6 +467,14 @@ impl Endpoint {
         self.stats.snapshot()
     }
 
+    /// Messages received and sent so far, by flow, method (the CSeq method for
+    /// responses) and status code; only counters that are non-zero. Received means
+    /// parsed (malformed datagrams are the transport's `parse_errors`); sent means handed
+    /// to the transport, retransmissions included.
+    pub fn message_counts(&self) -> Vec<SipMessageCount> {
+        self.stats.messages.snapshot()
+    }
+
     /// The address to advertise in Via/Contact for `kind` towards `peer`.
     pub fn local_addr(&self, kind: TransportKind, peer: SocketAddr) -> Option<SocketAddr> {
         let addr = self.transport.local_addr_for(kind, peer)?;
@@ -467,14 +490,6 @@ impl Endpoint {
             IpAddr::V6(v6) => crate::message::Host::Ipv6(v6),
         };
         let branch = crate::message::Branch::generate(&mut rand::rng());
-    /// Messages received and sent so far, by flow, method (the CSeq method for
-    /// responses) and status code; only counters that are non-zero. Received means
-    /// parsed (malformed datagrams are the transport's `parse_errors`); sent means handed
-    /// to the transport, retransmissions included.
-    pub fn message_counts(&self) -> Vec<SipMessageCount> {
-        self.stats.messages.snapshot()
-    }
-
         let mut via = crate::message::Via::new(
             crate::message::Transport::parse(target.kind.as_str()),
             host,
@@ -541,6 +556,11 @@ impl Endpoint {
     /// Stops tracking a dialog (after its BYE); later requests in it get 481.
     pub async fn forget_dialog(&self, key: DialogId) -> Result<(), EndpointError> {
         self.command(Command::ForgetDialog { key }).await
+    }
+
+    /// Replaces the trunk settings (config reload): see [`TrunkUpdate`].
+    pub async fn update_trunk(&self, update: TrunkUpdate) -> Result<(), EndpointError> {
+        self.command(Command::UpdateTrunk(Box::new(update))).await
     }
 
     /// Graceful shutdown: new requests get 503, transactions in flight finish (bounded by
