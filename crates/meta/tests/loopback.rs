@@ -705,3 +705,59 @@ async fn shutdown_stops_listening_and_closes_the_event_channel() {
     let fresh = reqwest::Client::new();
     assert!(fresh.post(&url).body("{}").send().await.is_err());
 }
+
+#[tokio::test]
+async fn rotated_access_token_reaches_every_clone_of_the_client() {
+    let ok = r#"{"messaging_product":"whatsapp","success":true}"#;
+    let (base, fake) = fake_graph(vec![(200, ok), (200, ok), (200, ok)]).await;
+    let c = client(&base, Duration::from_secs(20), 1);
+    let live_call = c.clone(); // a call that started before the reload
+    let id = WaCallId::parse("wacid.ROT").unwrap();
+    c.terminate(&pnid(), &id).await.unwrap();
+    c.set_access_token(AccessToken::new("EAAG-rotated"));
+    live_call.terminate(&pnid(), &id).await.unwrap();
+    c.terminate(&pnid(), &id).await.unwrap();
+    let auth: Vec<_> = fake
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.auth.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        auth,
+        [
+            "Bearer EAAG-test-token",
+            "Bearer EAAG-rotated",
+            "Bearer EAAG-rotated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn set_credentials_swaps_the_app_secret_and_verify_token() {
+    let (server, mut rx, url) = server(WebhookServerConfig::default(), wall_at(1001)).await;
+    let client = reqwest::Client::new();
+    let body = envelope(&connect_json("wacid.OLD", 1000));
+    assert_eq!(post_signed(&client, &url, &body).await, 200, "old secret");
+    let _ = next_event(&mut rx).await;
+    server.set_credentials(AppSecret::new("new-secret"), VerifyToken::new("verify-456"));
+    let body = envelope(&connect_json("wacid.NEW", 1000));
+    assert_eq!(
+        post_signed(&client, &url, &body).await,
+        401,
+        "a body signed with the old secret is refused after the swap"
+    );
+    let sig = webhook_sign(body.as_bytes(), &AppSecret::new("new-secret"));
+    assert_eq!(post(&client, &url, &body, Some(&sig)).await, 200);
+    let Event::Connect(c) = next_event(&mut rx).await else {
+        panic!("connect expected")
+    };
+    assert_eq!(c.call_id.as_str(), "wacid.NEW");
+    let handshake =
+        |token: &str| format!("{url}?hub.mode=subscribe&hub.challenge=42&hub.verify_token={token}");
+    let old = client.get(handshake("verify-123")).send().await.unwrap();
+    assert_eq!(old.status().as_u16(), 403);
+    let new = client.get(handshake("verify-456")).send().await.unwrap();
+    assert_eq!(new.status().as_u16(), 200);
+}

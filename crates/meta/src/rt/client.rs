@@ -77,7 +77,8 @@ pub struct GraphReply {
 pub struct GraphClient {
     http: reqwest::Client,
     config: Arc<GraphClientConfig>,
-    token: Arc<AccessToken>,
+    /// Shared by every clone, so a rotated token reaches live calls' later requests.
+    token: Arc<std::sync::RwLock<AccessToken>>,
 }
 
 impl std::fmt::Debug for GraphClient {
@@ -114,8 +115,25 @@ impl GraphClient {
         Ok(Self {
             http,
             config: Arc::new(config),
-            token: Arc::new(token),
+            token: Arc::new(std::sync::RwLock::new(token)),
         })
+    }
+
+    /// Replaces the access token for every clone of this client (config reload); requests
+    /// already on the wire finish with the old one.
+    pub fn set_access_token(&self, token: AccessToken) {
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    }
+
+    fn bearer(&self) -> String {
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expose()
+            .to_owned()
     }
 
     /// The settings in use.
@@ -151,7 +169,7 @@ impl GraphClient {
             HttpMethod::Get => self.http.get(&url),
             HttpMethod::Post => self.http.post(&url),
         };
-        let mut builder = builder.bearer_auth(self.token.expose());
+        let mut builder = builder.bearer_auth(self.bearer());
         if let Some(body) = &req.body {
             let bytes = serde_json::to_vec(body).map_err(|e| GraphError::InvalidRequest {
                 reason: e.to_string(),

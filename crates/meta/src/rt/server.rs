@@ -166,11 +166,12 @@ pub struct WebhookServer {
     shutdown: Option<oneshot::Sender<()>>,
     serve_task: JoinHandle<()>,
     process_task: JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 struct Shared {
-    secret: AppSecret,
-    verify_token: VerifyToken,
+    /// Swapped by [`WebhookServer::set_credentials`] (config reload).
+    credentials: std::sync::RwLock<(AppSecret, VerifyToken)>,
     max_body_bytes: usize,
     queue: mpsc::Sender<VerifiedWebhook>,
     stats: Arc<WebhookStats>,
@@ -208,8 +209,7 @@ impl WebhookServer {
         let (queue_tx, queue_rx) = mpsc::channel(config.queue_depth.max(1));
         let (event_tx, event_rx) = mpsc::channel(config.event_queue_depth.max(1));
         let shared = Arc::new(Shared {
-            secret,
-            verify_token,
+            credentials: std::sync::RwLock::new((secret, verify_token)),
             max_body_bytes: config.max_body_bytes,
             queue: queue_tx,
             stats: stats.clone(),
@@ -221,7 +221,7 @@ impl WebhookServer {
             .layer(DefaultBodyLimit::max(
                 config.max_body_bytes.saturating_add(1),
             ))
-            .with_state(shared);
+            .with_state(shared.clone());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = shutdown_rx.await;
@@ -261,9 +261,20 @@ impl WebhookServer {
                 shutdown: Some(shutdown_tx),
                 serve_task,
                 process_task,
+                shared,
             },
             event_rx,
         ))
+    }
+
+    /// Replaces the app secret that signs webhooks and the subscription verify token
+    /// (config reload). Deliveries already being checked finish with the old secret.
+    pub fn set_credentials(&self, secret: AppSecret, verify_token: VerifyToken) {
+        *self
+            .shared
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (secret, verify_token);
     }
 
     /// The bound address (useful with port 0).
@@ -298,12 +309,30 @@ impl Drop for WebhookServer {
     }
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn credentials(&self) -> (AppSecret, VerifyToken) {
+        self.credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 async fn handshake(
     State(shared): State<Arc<Shared>>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    match verify_subscription(pairs, &shared.verify_token) {
+    let verify_token = shared.credentials().1;
+    match verify_subscription(pairs, &verify_token) {
         Ok(challenge) => {
             WebhookStats::bump(&shared.stats.handshakes_ok);
             info!("webhook subscription verified");
@@ -342,7 +371,7 @@ async fn deliver(
     let verified = match VerifiedWebhook::from_parts_with_limit(
         signature,
         body,
-        &shared.secret,
+        &shared.credentials().0,
         shared.max_body_bytes,
     ) {
         Ok(v) => v,
