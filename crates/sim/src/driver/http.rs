@@ -65,7 +65,6 @@ async fn graph(
         authorization,
         body: body.to_vec(),
     };
-    let had_auth = req.authorization.is_some();
     let fault = graph_fault(&h, &req);
     let resp = match &fault {
         Some(GraphFault::Error { code }) => {
@@ -88,7 +87,7 @@ async fn graph(
                 &req.method,
                 &req.path,
                 &req.query,
-                had_auth,
+                req.authorization.as_deref(),
                 &req.body,
                 &resp,
             );
@@ -115,7 +114,7 @@ async fn graph(
         &req.method,
         &req.path,
         &req.query,
-        had_auth,
+        req.authorization.as_deref(),
         &req.body,
         &resp,
     );

@@ -38,6 +38,9 @@ pub struct GraphRecord {
     pub raw_body: String,
     /// An `Authorization` header was present.
     pub had_authorization: bool,
+    /// The bearer token presented (the simulator is a test peer: tests check which token
+    /// a gateway used, e.g. after a credential rotation).
+    pub bearer: Option<String>,
     /// HTTP status answered.
     pub status: u16,
     /// Meta error code answered, if any.
@@ -167,7 +170,7 @@ impl Recorder {
         method: &str,
         path: &str,
         query: &str,
-        had_authorization: bool,
+        authorization: Option<&str>,
         raw: &[u8],
         resp: &GraphResponse,
     ) -> GraphRecord {
@@ -188,7 +191,10 @@ impl Recorder {
                     .map(str::to_owned),
                 body,
                 raw_body: String::from_utf8_lossy(cut).into_owned(),
-                had_authorization,
+                had_authorization: authorization.is_some(),
+                bearer: authorization
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::to_owned),
                 status: resp.status,
                 error_code: resp.error_code,
                 response: resp.body.clone(),
