@@ -215,7 +215,18 @@ pub struct MediaRelay {
     transmits: VecDeque<Transmit>,
     events: VecDeque<RelayEvent>,
     scratch: Vec<u8>,
+    /// Watchdog counters (see `COMFORT_NOISE_AFTER`).
+    comfort_noise_runs: u64,
+    /// The PBX packet time whose silence was last counted as a comfort-noise run.
+    comfort_noise_since: Option<Instant>,
+    media_timeouts: u64,
 }
+
+/// A comfort-noise intervention is counted once per PBX silence that lasts this long while
+/// the relay keeps sending to WhatsApp (a jitter hiccup is not an intervention; a PBX that
+/// stays silent or sends nothing at all is, and the frames we send instead are what keep
+/// Meta's 20 s / 30 s no-media timers (§6.4) from ending the call).
+pub(crate) const COMFORT_NOISE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Transcoder {
@@ -346,6 +357,9 @@ impl MediaRelay {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
+            comfort_noise_runs: 0,
+            comfort_noise_since: None,
+            media_timeouts: 0,
             config,
         })
     }
@@ -496,6 +510,19 @@ impl MediaRelay {
         Some(self.next_tick)
     }
 
+    /// Watchdog: PBX silences of at least 1 s bridged with comfort noise toward WhatsApp
+    /// so far.
+    #[must_use]
+    pub fn comfort_noise_runs(&self) -> u64 {
+        self.comfort_noise_runs
+    }
+
+    /// Watchdog: [`RelayEvent::MediaTimeout`]s raised so far.
+    #[must_use]
+    pub fn media_timeouts(&self) -> u64 {
+        self.media_timeouts
+    }
+
     /// A snapshot of the call's media statistics.
     #[must_use]
     pub fn stats(&self) -> MediaStats {
@@ -510,6 +537,8 @@ impl MediaRelay {
             pbx,
             pbx_codec: self.config.pbx_codec,
             passthrough: self.passthrough,
+            comfort_noise_runs: self.comfort_noise_runs,
+            media_timeouts: self.media_timeouts,
         }
     }
 
@@ -718,6 +747,7 @@ impl MediaRelay {
         let pt = self.config.wa_opus_pt;
         match payload {
             Some(p) => {
+                self.watch_pbx_silence(now);
                 let t = self.wa_out.audio_packet(pt, p);
                 self.transmits.push_back(Transmit {
                     leg: Leg::Wa,
@@ -912,6 +942,19 @@ impl MediaRelay {
         self.transmits.push_back(Transmit { leg, packet });
     }
 
+    /// A frame is going to WhatsApp: if the PBX has been silent for
+    /// [`COMFORT_NOISE_AFTER`], this silence counts as one comfort-noise intervention.
+    fn watch_pbx_silence(&mut self, now: Instant) {
+        let last = self.pbx_in.last_rx;
+        if now.saturating_duration_since(last) >= COMFORT_NOISE_AFTER
+            && self.comfort_noise_since != Some(last)
+        {
+            self.comfort_noise_since = Some(last);
+            self.comfort_noise_runs += 1;
+            debug!("pbx silent; comfort noise keeps the whatsapp leg alive");
+        }
+    }
+
     fn check_timeouts(&mut self, now: Instant) {
         let limit = self.config.media_timeout;
         let expect = [
@@ -923,6 +966,7 @@ impl MediaRelay {
             let silent_for = now.saturating_duration_since(rx.last_rx);
             if expected && !rx.timeout_raised && silent_for >= limit {
                 rx.timeout_raised = true;
+                self.media_timeouts += 1;
                 warn!(?leg, ?silent_for, "media timeout");
                 self.events
                     .push_back(RelayEvent::MediaTimeout { leg, silent_for });

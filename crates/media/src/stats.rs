@@ -48,6 +48,11 @@ pub struct MediaStats {
     pub pbx_codec: Codec,
     /// Whether Opus passed through without transcoding.
     pub passthrough: bool,
+    /// Watchdog: PBX silences of at least 1 s that the relay
+    /// bridged with comfort noise toward WhatsApp.
+    pub comfort_noise_runs: u64,
+    /// Watchdog: media timeouts raised (each ends the call in the gateway).
+    pub media_timeouts: u64,
 }
 
 /// RFC 3550 receiver state for one source.

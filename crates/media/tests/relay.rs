@@ -369,6 +369,43 @@ fn silent_pbx_keeps_whatsapp_fed_and_times_out_only_the_pbx_leg() {
         timeouts[0],
         RelayEvent::MediaTimeout { leg: Leg::Pbx, .. }
     ));
+    // the watchdog counts one intervention per silence, not per frame
+    assert_eq!(run.relay.comfort_noise_runs(), 1);
+    assert_eq!(run.relay.media_timeouts(), 1);
+    let stats = run.relay.stats();
+    assert_eq!((stats.comfort_noise_runs, stats.media_timeouts), (1, 1));
+}
+
+#[test]
+fn watchdog_counts_each_pbx_silence_of_a_second_and_not_a_talking_pbx() {
+    let mut run = Run::new(config(Codec::Pcma, 8));
+    run.relay.open_wa_gate(run.now);
+    let mut pbx = PbxPhone::new(Codec::Pcma, 8, 1000.0);
+    // 1 s of talk: not an intervention (the relay was created at the first tick)
+    for _ in 0..49 {
+        let p = pbx.next();
+        run.feed(Leg::Pbx, p);
+        run.tick();
+    }
+    assert_eq!(run.relay.comfort_noise_runs(), 0);
+    // a 0.5 s hiccup is not one either; a 2 s silence is, once
+    for silence in [25, 100] {
+        for _ in 0..silence {
+            run.tick();
+        }
+        for _ in 0..50 {
+            let p = pbx.next();
+            run.feed(Leg::Pbx, p);
+            run.tick();
+        }
+    }
+    assert_eq!(run.relay.comfort_noise_runs(), 1);
+    assert_eq!(run.relay.media_timeouts(), 0);
+    assert_eq!(
+        run.to_wa.len(),
+        49 + 25 + 50 + 100 + 50,
+        "whatsapp fed every ptime"
+    );
 }
 
 #[test]

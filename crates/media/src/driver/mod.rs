@@ -54,6 +54,10 @@ impl SystemClock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PbxRtpConfig {
     /// Where the PBX's SDP says to send RTP.
+mod counters;
+
+pub use counters::{MediaCounters, MediaCountersSnapshot};
+
     pub remote_rtp: SocketAddr,
     /// Where the PBX's SDP says to send RTCP (same as RTP with rtcp-mux).
     pub remote_rtcp: SocketAddr,
@@ -211,11 +215,35 @@ pub fn spawn_pbx_media(
     events: mpsc::Sender<RelayEvent>,
 ) -> PbxMediaHandle {
     let (tx, rx) = mpsc::channel(256);
-    let join = tokio::spawn(run(relay, sockets, config, rx, wa_out, events));
+    let session = counters::SessionGuard::start(counters.clone(), relay.stats().pbx_codec);
+    // the task logs inside the caller's span (the gateway's per-call span, STYLE.md §6)
+    let task = run(
+        relay, sockets, config, rx, wa_out, events, counters, session,
+    );
+    let join = tokio::spawn(tracing::Instrument::instrument(
+        task,
+        tracing::Span::current(),
+    ));
     PbxMediaHandle { commands: tx, join }
 }
 
 struct Latch {
+) -> PbxMediaHandle {
+    spawn_pbx_media_counted(relay, sockets, config, wa_out, events, MediaCounters::new())
+}
+
+/// [`spawn_pbx_media`] that also counts the session (by PBX codec) and the relay's watchdog
+/// interventions into `counters`, shared by every call of the process. The session counts
+/// from now until the task ends (or is aborted). Both run the task inside the caller's
+/// current tracing span.
+#[must_use]
+pub fn spawn_pbx_media_counted(
+    relay: MediaRelay,
+    sockets: PbxSockets,
+    config: PbxRtpConfig,
+    wa_out: mpsc::Sender<RtpPacket>,
+    events: mpsc::Sender<RelayEvent>,
+    counters: std::sync::Arc<MediaCounters>,
     addr: SocketAddr,
     latched: bool,
     last_rx: Option<Instant>,
@@ -281,6 +309,7 @@ async fn run(
             .min(next_rtcp);
         let rtcp_recv = async {
             match &sockets.rtcp {
+#[allow(clippy::too_many_arguments)] // one task's whole state, moved in once
                 Some(s) => s.recv_from(&mut rtcp_buf).await,
                 None => std::future::pending().await,
             }
@@ -288,6 +317,8 @@ async fn run(
         tokio::select! {
             cmd = commands.recv() => {
                 let now = SystemClock::now();
+    counters: std::sync::Arc<MediaCounters>,
+    _session: counters::SessionGuard,
                 match cmd {
                     Some(MediaCommand::WaPacket(p)) => relay.handle_packet(Leg::Wa, p, now),
                     Some(MediaCommand::OpenWaGate) => relay.open_wa_gate(now),
@@ -299,6 +330,7 @@ async fn run(
                     }
                     Some(MediaCommand::Stats(reply)) => {
                         let _ = reply.send(relay.stats());
+    let mut watchdog = counters::WatchdogSeen::default();
                     }
                     Some(MediaCommand::Stop) | None => break,
                 }
@@ -419,3 +451,8 @@ async fn run(
     }
     relay.stats()
 }
+        watchdog.update(
+            &counters,
+            relay.comfort_noise_runs(),
+            relay.media_timeouts(),
+        );
