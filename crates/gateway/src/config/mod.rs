@@ -301,6 +301,20 @@ pub struct MediaConfig {
     pub opus_complexity: u8,
     /// Packet time toward the PBX.
     pub ptime: Duration,
+    /// Shared WhatsApp (WebRTC) sockets, each with its own worker task, on consecutive RTP
+    /// pairs at the start of `rtp_ports`.
+    pub webrtc_sockets: usize,
+    /// `SO_RCVBUF`/`SO_SNDBUF` requested on each WhatsApp socket; 0 keeps the kernel default.
+    pub webrtc_socket_buffer_bytes: usize,
+    /// `SO_RCVBUF`/`SO_SNDBUF` requested on each call's PBX RTP socket; 0 keeps the kernel
+    /// default.
+    pub rtp_socket_buffer_bytes: usize,
+}
+
+/// Default of `media.webrtc_sockets`: one per core the process may use, at most 8.
+#[must_use]
+pub fn default_webrtc_sockets() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8))
 }
 
 /// `[headers]`: names of the SIP headers carrying WhatsApp context; `None` when disabled.
@@ -903,12 +917,54 @@ fn convert(
             }
             x
         });
+        let webrtc_sockets = r
+            .and_then(|r| r.webrtc_sockets.as_ref())
+            .map_or(default_webrtc_sockets(), |v| {
+                bounded(v, 1, 64, "media.webrtc_sockets", "", diag) as usize
+            });
+        // The pool must keep at least one pair for calls once the WhatsApp sockets are
+        // carved off its start.
+        if max >= min && (max - min).div_ceil(2) <= (webrtc_sockets as u32).div_ceil(2) {
+            diag.error(
+                span_of(&r.and_then(|r| r.webrtc_sockets.as_ref()).cloned()),
+                "media.webrtc_sockets",
+                format!("{webrtc_sockets} sockets leave no RTP pair of {min}-{max} for PBX legs"),
+            );
+        }
+        let buffer = |v: Option<&S<u64>>, default: usize, key: &str, diag: &mut Diag<'_>| {
+            v.map_or(default, |v| {
+                let x = *v.get_ref();
+                if x != 0 && !(4096..=1 << 30).contains(&x) {
+                    diag.error(
+                        v.span(),
+                        key,
+                        format!("must be 0 (kernel default) or 4096 to 1073741824 bytes, got {x}"),
+                    );
+                }
+                usize::try_from(x).unwrap_or(default)
+            })
+        };
+        let webrtc_socket_buffer_bytes = buffer(
+            r.and_then(|r| r.webrtc_socket_buffer_bytes.as_ref()),
+            4 << 20,
+            "media.webrtc_socket_buffer_bytes",
+            diag,
+        );
+        let rtp_socket_buffer_bytes = buffer(
+            r.and_then(|r| r.rtp_socket_buffer_bytes.as_ref()),
+            1 << 20,
+            "media.rtp_socket_buffer_bytes",
+            diag,
+        );
         bind.map(|bind| MediaConfig {
             bind,
             public_address,
             rtp_ports: u16::try_from(min).unwrap_or(20_000)..=u16::try_from(max).unwrap_or(29_999),
             opus_complexity: u8::try_from(opus_complexity).unwrap_or(5),
             ptime: Duration::from_millis(u64::from(ptime_ms)),
+            webrtc_sockets,
+            webrtc_socket_buffer_bytes,
+            rtp_socket_buffer_bytes,
         })
     };
 

@@ -109,6 +109,9 @@ pub(crate) struct RawMedia {
     pub(crate) rtp_port_max: Option<S<u32>>,
     pub(crate) opus_complexity: Option<S<u32>>,
     pub(crate) ptime_ms: Option<S<u32>>,
+    pub(crate) webrtc_sockets: Option<S<u32>>,
+    pub(crate) webrtc_socket_buffer_bytes: Option<S<u64>>,
+    pub(crate) rtp_socket_buffer_bytes: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

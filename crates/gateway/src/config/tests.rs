@@ -399,3 +399,35 @@ fallback = [{ on = ["any"], target = "sip:b@pbx", ring_timeout_s = 30 }]
         "defaults warn about nothing"
     );
 }
+
+#[test]
+fn media_socket_count_and_buffers_default_and_validate() {
+    let cfg = load("").unwrap();
+    assert_eq!(cfg.media.webrtc_sockets, super::default_webrtc_sockets());
+    assert!((1..=8).contains(&cfg.media.webrtc_sockets));
+    assert_eq!(cfg.media.webrtc_socket_buffer_bytes, 4 << 20);
+    assert_eq!(cfg.media.rtp_socket_buffer_bytes, 1 << 20);
+    let cfg = load(
+        "[media]\nwebrtc_sockets = 3\nwebrtc_socket_buffer_bytes = 0\nrtp_socket_buffer_bytes = 65536\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.media.webrtc_sockets, 3);
+    assert_eq!(cfg.media.webrtc_socket_buffer_bytes, 0);
+    assert_eq!(cfg.media.rtp_socket_buffer_bytes, 65_536);
+    let p = problems(
+        "[media]\nwebrtc_sockets = 0\nwebrtc_socket_buffer_bytes = 100\nrtp_socket_buffer_bytes = 2147483648\n",
+    );
+    for key in [
+        "media.webrtc_sockets",
+        "media.webrtc_socket_buffer_bytes",
+        "media.rtp_socket_buffer_bytes",
+    ] {
+        assert!(p.contains_key(key), "{key} missing from {p:?}");
+    }
+    // four sockets need two pairs; a four-pair range keeps two for calls, a two-pair one none
+    assert!(
+        load("[media]\nwebrtc_sockets = 4\nrtp_port_min = 30000\nrtp_port_max = 30007\n").is_ok()
+    );
+    let p = problems("[media]\nwebrtc_sockets = 4\nrtp_port_min = 30000\nrtp_port_max = 30003\n");
+    assert!(p.contains_key("media.webrtc_sockets"), "{p:?}");
+}

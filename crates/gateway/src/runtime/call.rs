@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{Instrument, Span, debug, info, warn};
 use whatsip_media::driver::{
-    MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, spawn_pbx_media,
+    MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, SocketBuffers, spawn_pbx_media,
 };
 use whatsip_media::sdp::{
     LocalMedia, NegotiatedMedia, PbxSdpConfig, PortAllocator, answer_offer, build_offer,
@@ -1137,11 +1137,12 @@ pub(crate) fn start_pbx_leg(
         .map_err(|e| e.to_string())?;
     let (wa_tx, wa_out) = mpsc::channel(256);
     let (ev_tx, events) = mpsc::channel(64);
-    let rtp = PbxRtpConfig::new(
+    let mut rtp = PbxRtpConfig::new(
         negotiated.remote_rtp,
         negotiated.remote_rtcp,
         negotiated.rtcp_mux,
     );
+    rtp.buffers = SocketBuffers::both(shared.config.media.rtp_socket_buffer_bytes);
     let handle = {
         let _entered = span.enter();
         spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)

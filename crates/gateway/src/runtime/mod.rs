@@ -38,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span};
+use whatsip_media::driver::SocketBuffers;
 use whatsip_media::sdp::PortAllocator;
 use whatsip_media::webrtc::{EndpointConfig as WebRtcConfig, WebRtcEndpoint};
 use whatsip_meta::graph::ApiVersion;
@@ -504,17 +505,27 @@ async fn start_webrtc(
     ports: &mut PortAllocator,
     media_ip: IpAddr,
 ) -> Result<WebRtcEndpoint, RuntimeError> {
-    // The first pair of the RTP range carries every WhatsApp call (one shared socket,
-    // demultiplexed by ICE ufrag), so firewalls need only the configured range.
-    let port = ports.allocate().map_err(|e| RuntimeError::Config {
-        key: "media.rtp_port_min",
-        reason: e.to_string(),
-    })?;
+    // The first `media.webrtc_sockets` ports of the RTP range (whole pairs, consecutive)
+    // carry every WhatsApp call: each socket has its own worker task, so receiving and
+    // decrypting spread over cores; calls are told apart by ICE ufrag. Firewalls need only
+    // the configured range.
+    let n = config.media.webrtc_sockets.max(1);
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n.div_ceil(2) {
+        let port = ports.allocate().map_err(|e| RuntimeError::Config {
+            key: "media.webrtc_sockets",
+            reason: e.to_string(),
+        })?;
+        for p in [port, port + 1].into_iter().take(n - sockets.len()) {
+            sockets.push((
+                SocketAddr::new(config.media.bind, p),
+                Some(SocketAddr::new(media_ip, p)),
+            ));
+        }
+    }
     let cfg = WebRtcConfig {
-        sockets: vec![(
-            SocketAddr::new(config.media.bind, port),
-            Some(SocketAddr::new(media_ip, port)),
-        )],
+        sockets,
+        buffers: SocketBuffers::both(config.media.webrtc_socket_buffer_bytes),
         ..WebRtcConfig::default()
     };
     WebRtcEndpoint::bind(cfg)

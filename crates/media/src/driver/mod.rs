@@ -15,6 +15,8 @@
 //! cannot steal the stream. RTCP latches the same way on its own port (or rides the RTP
 //! port with rtcp-mux).
 
+mod buffers;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +31,8 @@ use crate::rtp::{RtpPacket, is_rtcp};
 use crate::sdp::PortAllocator;
 use crate::srtp::{SdesKey, SrtpContext};
 use crate::stats::MediaStats;
+
+pub use buffers::{GrantedBuffers, SocketBuffers};
 
 /// The only place the media drivers read the clocks (STYLE.md §1).
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +77,8 @@ pub use counters::{MediaCounters, MediaCountersSnapshot};
     pub cname: String,
     /// SDES-SRTP keys when the PBX leg negotiated `RTP/SAVP`.
     pub srtp: Option<SrtpKeys>,
+    /// Kernel buffers of the call's RTP/RTCP sockets, applied when the task starts.
+    pub buffers: SocketBuffers,
 }
 
 /// The two SDES master keys of an SRTP PBX leg.
@@ -97,6 +103,7 @@ impl PbxRtpConfig {
             rtcp_interval: Duration::from_secs(5),
             cname: "whatsip".into(),
             srtp: None,
+            buffers: SocketBuffers::PER_CALL_DEFAULT,
         }
     }
 }
@@ -227,6 +234,23 @@ pub fn spawn_pbx_media(
     PbxMediaHandle { commands: tx, join }
 }
 
+/// Per-call sockets are many: their granted sizes go to `debug`, a cap to one `debug` line.
+fn apply_buffers(sockets: &PbxSockets, buffers: &SocketBuffers) {
+    if *buffers == SocketBuffers::KERNEL_DEFAULT {
+        return;
+    }
+    for s in std::iter::once(&sockets.rtp).chain(sockets.rtcp.as_ref()) {
+        match buffers.apply(s) {
+            Ok(g) => debug!(
+                granted_recv = g.recv_bytes,
+                granted_send = g.send_bytes,
+                "pbx rtp socket buffers"
+            ),
+            Err(e) => debug!(error = %e, "pbx rtp socket buffers unknown"),
+        }
+    }
+}
+
 struct Latch {
 ) -> PbxMediaHandle {
     spawn_pbx_media_counted(relay, sockets, config, wa_out, events, MediaCounters::new())
@@ -293,6 +317,7 @@ async fn run(
     wa_out: mpsc::Sender<RtpPacket>,
     events: mpsc::Sender<RelayEvent>,
 ) -> MediaStats {
+    apply_buffers(&sockets, &config.buffers);
     let mut rtp_latch = Latch::new(config.remote_rtp);
     let mut rtcp_latch = Latch::new(config.remote_rtcp);
     let mut buf = vec![0u8; 2048];

@@ -23,6 +23,7 @@ use tracing::{Span, debug, info, trace, warn};
 
 use super::{SdpSummary, WaLeg, WaLegConfig, WaLegError, WaLegEvent};
 use crate::RtpPacket;
+use crate::driver::SocketBuffers;
 
 /// Configuration of the shared-socket endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct EndpointConfig {
     pub command_capacity: usize,
     /// Capacity of each call's event channel; RTP beyond it is dropped and counted.
     pub event_capacity: usize,
+    /// Kernel buffers of each socket (every call on a socket shares them).
+    pub buffers: SocketBuffers,
 }
 
 impl Default for EndpointConfig {
@@ -46,6 +49,7 @@ impl Default for EndpointConfig {
             leg: WaLegConfig::default(),
             command_capacity: 4096,
             event_capacity: 1024,
+            buffers: SocketBuffers::SHARED_DEFAULT,
         }
     }
 }
@@ -126,6 +130,9 @@ impl WebRtcEndpoint {
         for (bind, advertised) in &config.sockets {
             let socket = UdpSocket::bind(bind).await?;
             let local_addr = socket.local_addr()?;
+            config
+                .buffers
+                .apply_logged(&socket, &format!("webrtc {local_addr}"));
             let advertised = advertised.unwrap_or(local_addr);
             if advertised.ip().is_unspecified() {
                 return Err(io::Error::new(
