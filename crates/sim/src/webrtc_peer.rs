@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use whatsip_media::driver::SystemClock as MediaClock;
 use whatsip_media::phone::{
-    PhoneAudio, PhoneAudioConfig, PhoneCommand, PhoneConfig, PhoneHandle, PhonePeer, PhoneSocket,
-    PhoneStatus, run_phone,
+    LightMode, OpusCycle, PhoneAudio, PhoneAudioConfig, PhoneCommand, PhoneConfig, PhoneHandle,
+    PhonePeer, PhoneSocket, PhoneStatus, run_phone,
 };
 
 use crate::ids::WaId;
@@ -33,6 +33,17 @@ impl PhoneRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The most recent phone of `user`, searched without copying the registry.
+    pub fn find(&self, user: &WaId) -> Option<PhoneProbe> {
+        self.phones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|p| &p.user == user)
+            .cloned()
     }
 
     /// The most recently created phone.
@@ -109,6 +120,8 @@ impl PhoneProbe {
 pub struct WebRtcPeerFactory {
     registry: PhoneRegistry,
     tone_hz: Option<f64>,
+    light: Option<LightMode>,
+    send_media: bool,
 }
 
 impl WebRtcPeerFactory {
@@ -117,7 +130,31 @@ impl WebRtcPeerFactory {
         Self {
             registry: PhoneRegistry::default(),
             tone_hz,
+            light: None,
+            send_media: true,
         }
+    }
+
+    /// Load-generator phones ([`LightMode`]): they loop one second of `tone_hz`, encoded
+    /// once here for all of them, and decode a burst of three received frames in every
+    /// `decode_one_in`. ICE and DTLS-SRTP are as real as with [`WebRtcPeerFactory::new`].
+    pub fn light(tone_hz: Option<f64>, decode_one_in: u32) -> Result<Self, PeerError> {
+        let cycle = OpusCycle::tone(tone_hz, PhoneAudioConfig::default().tone_level_dbfs, 50)
+            .map_err(|e| PeerError(e.to_string()))?;
+        Ok(Self {
+            light: Some(LightMode {
+                cycle,
+                decode_one_in,
+            }),
+            ..Self::new(tone_hz)
+        })
+    }
+
+    /// Phones that set up ICE and DTLS-SRTP but never send audio (signalling load).
+    #[must_use]
+    pub fn without_media(mut self) -> Self {
+        self.send_media = false;
+        self
     }
 
     /// The phones this factory created.
@@ -143,6 +180,8 @@ impl MediaPeerFactory for WebRtcPeerFactory {
                 peer: None,
                 probe,
                 tone_hz: self.tone_hz,
+                light: self.light.clone(),
+                send_media: self.send_media,
                 dtmf_sent: String::new(),
                 media_started: false,
             }) as Box<dyn MediaPeer>)
@@ -156,6 +195,8 @@ pub struct WebRtcPeer {
     peer: Option<PhonePeer>,
     probe: PhoneProbe,
     tone_hz: Option<f64>,
+    light: Option<LightMode>,
+    send_media: bool,
     dtmf_sent: String,
     media_started: bool,
 }
@@ -186,6 +227,7 @@ impl WebRtcPeer {
             ssrc: peer.local_ssrc(),
             initial_seq: rand::random(),
             initial_ts: rand::random(),
+            light: self.light.clone(),
             ..PhoneAudioConfig::default()
         })
         .map_err(|e| PeerError(e.to_string()))?;
@@ -238,7 +280,9 @@ impl MediaPeer for WebRtcPeer {
     fn start_media(&mut self) -> PeerFuture<'_, Result<(), PeerError>> {
         Box::pin(async move {
             self.media_started = true;
-            self.probe.command(PhoneCommand::Mute(false)).await;
+            if self.send_media {
+                self.probe.command(PhoneCommand::Mute(false)).await;
+            }
             Ok(())
         })
     }

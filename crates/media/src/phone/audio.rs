@@ -3,8 +3,9 @@
 //!
 //! Pure and clock-free: `now` is passed in; one [`PhoneAudio::handle_tick`] per 20 ms.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::f64::consts::PI;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use audiopus::coder::{Decoder, Encoder};
@@ -23,6 +24,7 @@ const DTMF_FRAMES: u16 = 5; // 100 ms digits
 const DTMF_PAUSE_FRAMES: u32 = 5; // 100 ms between digits
 const DTMF_END_REPEATS: u8 = 3; // RFC 4733 §2.5.1.4
 const SILENCE_DBFS: f64 = -55.0;
+const FRAME_DURATION: Duration = Duration::from_millis(20);
 
 /// What the phone plays and how. `Default`: a 1 kHz tone at -12 dBFS.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,114 @@ pub struct PhoneAudioConfig {
     pub initial_seq: u16,
     /// First RTP timestamp (from the simulator's RNG).
     pub initial_ts: u32,
+    /// Load-generator mode: loop pre-encoded frames, decode only a sample of what comes back
+    /// ([`LightMode`]). `None`: encode every frame and decode every packet.
+    pub light: Option<LightMode>,
+}
+
+/// The load generator's cheap phone: it sends the frames of an [`OpusCycle`] in a loop (no
+/// Opus encoder per phone) and decodes one received frame in `decode_one_in` (three
+/// consecutive frames, the last one analysed, so the decoder state is warm). Packets, loss and
+/// gaps are still counted for every packet, and in pass-through (where the echoed payload is
+/// byte-identical) each returned frame is matched to its sending time: the round-trip time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LightMode {
+    /// The frames to loop.
+    pub cycle: OpusCycle,
+    /// Decode a burst of three frames once every this many received Opus packets (>= 3).
+    pub decode_one_in: u32,
+}
+
+/// Opus frames of a test tone, encoded once and shared by many phones ([`LightMode`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpusCycle {
+    frames: Arc<[Bytes]>,
+    /// Payload → frame index, for frames whose bytes are unique in the cycle.
+    index: Arc<HashMap<Bytes, usize>>,
+}
+
+impl OpusCycle {
+    /// Encodes `frames` 20 ms frames of `tone_hz` (`None`: silence) at `level_dbfs`, with
+    /// the phone's encoder settings. A deterministic dither of a few LSB makes the frames
+    /// differ from one another so that echoed packets can be told apart.
+    pub fn tone(tone_hz: Option<f64>, level_dbfs: f64, frames: usize) -> Result<Self, WaLegError> {
+        let encoder = new_encoder()?;
+        let mut phase = 0.0f64;
+        let mut lcg: u32 = 0x1234_5678;
+        let mut out = Vec::with_capacity(frames);
+        for _ in 0..frames.max(1) {
+            let mut pcm = [0i16; FRAME_SAMPLES];
+            fill_tone(&mut pcm, tone_hz, level_dbfs, &mut phase);
+            for s in &mut pcm {
+                lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                #[allow(clippy::cast_possible_wrap)]
+                let d = ((lcg >> 28) as i16) - 8;
+                *s = s.saturating_add(d);
+            }
+            let mut buf = [0u8; 400];
+            let n = encoder
+                .encode(&pcm, &mut buf)
+                .map_err(|e| WaLegError::Config(format!("opus: {e}")))?;
+            out.push(Bytes::copy_from_slice(&buf[..n]));
+        }
+        let mut count: HashMap<Bytes, usize> = HashMap::new();
+        for f in &out {
+            *count.entry(f.clone()).or_default() += 1;
+        }
+        let index = out
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| count.get(*f) == Some(&1))
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
+        Ok(Self {
+            frames: out.into(),
+            index: Arc::new(index),
+        })
+    }
+
+    /// Number of frames in the cycle.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether the cycle is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Frames whose payload is unique in the cycle (those can be matched when echoed).
+    pub fn unique_frames(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// Round-trip samples kept per phone (one in [`RTT_SAMPLE_EVERY`] matched packets).
+const RTT_SAMPLES_MAX: usize = 1_000;
+const RTT_SAMPLE_EVERY: u64 = 5;
+
+fn new_encoder() -> Result<Encoder, WaLegError> {
+    let codec = |e: audiopus::Error| WaLegError::Config(format!("opus: {e}"));
+    let mut encoder =
+        Encoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip).map_err(codec)?;
+    encoder.set_inband_fec(true).map_err(codec)?;
+    Ok(encoder)
+}
+
+fn fill_tone(pcm: &mut [i16], tone_hz: Option<f64>, level_dbfs: f64, phase: &mut f64) {
+    let Some(hz) = tone_hz else {
+        pcm.fill(0);
+        return;
+    };
+    let amp = 32_767.0 * 10f64.powf(level_dbfs / 20.0);
+    let step = 2.0 * PI * hz / f64::from(PCM_RATE_HZ);
+    for s in pcm {
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            *s = (amp * phase.sin()) as i16;
+        }
+        *phase = (*phase + step) % (2.0 * PI);
+    }
 }
 
 impl Default for PhoneAudioConfig {
@@ -47,6 +157,7 @@ impl Default for PhoneAudioConfig {
             ssrc: 1_047_224_411,
             initial_seq: 1,
             initial_ts: 0,
+            light: None,
         }
     }
 }
@@ -81,12 +192,21 @@ pub struct AudioReport {
     pub digits: String,
     /// Opus packets that failed to decode.
     pub decode_errors: u64,
+    /// [`LightMode`]: received packets that are one of our own sent frames, byte for byte
+    /// (the pass-through echo).
+    pub echoed_frames: u64,
+    /// [`LightMode`]: round-trip times of a sample of the echoed frames, in microseconds.
+    pub rtt_us: Vec<u32>,
 }
 
 /// Test signal generator and analyser for one call.
 pub struct PhoneAudio {
     config: PhoneAudioConfig,
-    encoder: Encoder,
+    /// `None` in [`LightMode`].
+    encoder: Option<Encoder>,
+    /// [`LightMode`]: next frame of the cycle and when each frame was last sent.
+    cycle_pos: usize,
+    cycle_sent: Vec<Option<Instant>>,
     decoder: Decoder,
     phase: f64,
     seq: u16,
@@ -140,21 +260,29 @@ struct RxState {
     dtmf_seen: Vec<u32>,
     decode_errors: u64,
     pcm: Vec<i16>,
+    opus_packets: u64,
+    echoed: u64,
+    rtt_us: Vec<u32>,
 }
 
 impl PhoneAudio {
     /// Creates the encoder (Opus VoIP, 16 kHz in, FEC on) and decoder (16 kHz out).
+    /// In [`LightMode`] no encoder is created.
     pub fn new(config: PhoneAudioConfig) -> Result<Self, WaLegError> {
         let codec = |e: audiopus::Error| WaLegError::Config(format!("opus: {e}"));
-        let mut encoder =
-            Encoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip).map_err(codec)?;
-        encoder.set_inband_fec(true).map_err(codec)?;
+        let encoder = match &config.light {
+            Some(_) => None,
+            None => Some(new_encoder()?),
+        };
+        let cycle_len = config.light.as_ref().map_or(0, |l| l.cycle.len());
         let decoder = Decoder::new(SampleRate::Hz16000, Channels::Mono).map_err(codec)?;
         Ok(Self {
             seq: config.initial_seq,
             ts: config.initial_ts,
             config,
             encoder,
+            cycle_pos: 0,
+            cycle_sent: vec![None; cycle_len],
             decoder,
             phase: 0.0,
             dtmf_queue: VecDeque::new(),
@@ -181,12 +309,12 @@ impl PhoneAudio {
 
     /// One 20 ms tick: returns the packets to send (an Opus frame, or RFC 4733 packets while a
     /// digit plays, one to three of them at the end of a digit).
-    pub fn handle_tick(&mut self, _now: Instant) -> Vec<RtpPacket> {
+    pub fn handle_tick(&mut self, now: Instant) -> Vec<RtpPacket> {
         let mut out = Vec::with_capacity(1);
         if let Some(p) = self.dtmf_step() {
             out.extend(p);
         } else {
-            out.push(self.audio_packet());
+            out.push(self.audio_packet(now));
         }
         self.ts = self.ts.wrapping_add(RTP_TICKS_PER_FRAME);
         out
@@ -227,6 +355,41 @@ impl PhoneAudio {
         if pkt.pt != OPUS_PT {
             return;
         }
+        rx.opus_packets += 1;
+        if let Some(light) = &self.config.light {
+            if let Some(&i) = light.cycle.index.get(pkt.payload.as_ref()) {
+                rx.echoed += 1;
+                let max_age = FRAME_DURATION * u32::try_from(light.cycle.len()).unwrap_or(1);
+                if let Some(sent) = self.cycle_sent.get(i).copied().flatten() {
+                    let rtt = now.saturating_duration_since(sent);
+                    if rtt < max_age
+                        && rx.echoed.is_multiple_of(RTT_SAMPLE_EVERY)
+                        && rx.rtt_us.len() < RTT_SAMPLES_MAX
+                    {
+                        rx.rtt_us
+                            .push(u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+                    }
+                }
+            }
+            // decode a warm burst of three frames per window, analyse the last
+            let every = u64::from(light.decode_one_in.max(3));
+            let pos = rx.opus_packets % every;
+            if pos != 0 && pos < every - 2 {
+                return;
+            }
+            let analyse = pos == 0;
+            rx.pcm.clear();
+            rx.pcm.resize(FRAME_SAMPLES * 6, 0);
+            match self
+                .decoder
+                .decode(Some(pkt.payload.as_ref()), &mut rx.pcm[..], false)
+            {
+                Ok(n) if analyse => rx.analyse(n),
+                Ok(_) => {}
+                Err(_) => rx.decode_errors += 1,
+            }
+            return;
+        }
         rx.pcm.clear();
         rx.pcm.resize(FRAME_SAMPLES * 6, 0);
         let n = match self
@@ -239,16 +402,7 @@ impl PhoneAudio {
                 return;
             }
         };
-        rx.audio_frames += 1;
-        let frame = &rx.pcm[..n];
-        let level = level_dbfs(frame);
-        if level > SILENCE_DBFS {
-            rx.frames_with_signal += 1;
-            let f = dominant_frequency(frame);
-            let e = rx.level_sum.entry(f).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 += level;
-        }
+        rx.analyse(n);
     }
 
     /// The analysis so far.
@@ -275,26 +429,41 @@ impl PhoneAudio {
             tone,
             digits: rx.digits.clone(),
             decode_errors: rx.decode_errors,
+            echoed_frames: rx.echoed,
+            rtt_us: rx.rtt_us.clone(),
         }
     }
 
-    fn audio_packet(&mut self) -> RtpPacket {
-        let mut pcm = [0i16; FRAME_SAMPLES];
-        if let Some(hz) = self.config.tone_hz {
-            let amp = 32_767.0 * 10f64.powf(self.config.tone_level_dbfs / 20.0);
-            let step = 2.0 * PI * hz / f64::from(PCM_RATE_HZ);
-            for s in &mut pcm {
-                #[allow(clippy::cast_possible_truncation)]
-                {
-                    *s = (amp * self.phase.sin()) as i16;
-                }
-                self.phase = (self.phase + step) % (2.0 * PI);
+    /// Whether this phone runs in [`LightMode`].
+    pub fn is_light(&self) -> bool {
+        self.config.light.is_some()
+    }
+
+    fn audio_packet(&mut self, now: Instant) -> RtpPacket {
+        if let Some(light) = &self.config.light {
+            let i = self.cycle_pos % light.cycle.len().max(1);
+            let payload = light.cycle.frames.get(i).cloned().unwrap_or_default();
+            if let Some(slot) = self.cycle_sent.get_mut(i) {
+                *slot = Some(now);
             }
+            self.cycle_pos = (i + 1) % light.cycle.len().max(1);
+            return self.packet(OPUS_PT, false, self.ts, payload);
         }
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        fill_tone(
+            &mut pcm,
+            self.config.tone_hz,
+            self.config.tone_level_dbfs,
+            &mut self.phase,
+        );
         let mut buf = [0u8; 400];
         // An encode failure (cannot happen with valid sizes) degrades to an empty frame rather
         // than ending the call.
-        let n = self.encoder.encode(&pcm, &mut buf).unwrap_or(0);
+        let n = self
+            .encoder
+            .as_mut()
+            .and_then(|e| e.encode(&pcm, &mut buf).ok())
+            .unwrap_or(0);
         self.packet(OPUS_PT, false, self.ts, Bytes::copy_from_slice(&buf[..n]))
     }
 
@@ -399,6 +568,22 @@ impl PhoneAudio {
     }
 }
 
+impl RxState {
+    /// Level and dominant frequency of the `n` decoded samples in `pcm`.
+    fn analyse(&mut self, n: usize) {
+        self.audio_frames += 1;
+        let frame = &self.pcm[..n.min(self.pcm.len())];
+        let level = level_dbfs(frame);
+        if level > SILENCE_DBFS {
+            self.frames_with_signal += 1;
+            let f = dominant_frequency(frame);
+            let e = self.level_sum.entry(f).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += level;
+        }
+    }
+}
+
 fn digit_to_event(c: char) -> Option<u8> {
     match c {
         '0'..='9' => Some(c as u8 - b'0'),
@@ -486,6 +671,51 @@ mod tests {
         assert!((tone.level_dbfs - -12.0).abs() < 3.0, "{r:?}");
         assert_eq!(r.lost_packets, 0);
         assert_eq!(r.longest_gap, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_light_phone_loops_distinct_frames_and_times_their_echo() {
+        let now = t0();
+        let cycle = OpusCycle::tone(Some(1_000.0), -12.0, 50).unwrap();
+        assert_eq!(cycle.len(), 50);
+        assert!(cycle.unique_frames() >= 45, "{}", cycle.unique_frames());
+        let light = LightMode {
+            cycle: cycle.clone(),
+            decode_one_in: 10,
+        };
+        let mut phone = PhoneAudio::new(PhoneAudioConfig {
+            light: Some(light),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(phone.is_light());
+        let mut full_rx = PhoneAudio::new(PhoneAudioConfig::default()).unwrap();
+        // 100 ticks: the cycle is sent twice; every packet comes back 40 ms later (echo)
+        let mut sent = Vec::new();
+        for i in 0..100u32 {
+            let at = now + Duration::from_millis(20 * u64::from(i));
+            for p in phone.handle_tick(at) {
+                full_rx.handle_rtp(&p, at);
+                sent.push((at, p));
+            }
+        }
+        assert_eq!(sent[0].1.payload, sent[50].1.payload, "the cycle loops");
+        assert_ne!(sent[0].1.payload, sent[1].1.payload);
+        // what the light phone sent is a 1 kHz tone to a full decoder
+        let heard = full_rx.report();
+        assert_eq!(heard.tone.unwrap().freq_hz, 1_000.0);
+        // echo the second cycle back, 40 ms later (after the first cycle's sends)
+        for (at, p) in &sent[50..] {
+            phone.handle_rtp(p, *at + Duration::from_millis(40));
+        }
+        let r = phone.report();
+        assert_eq!(r.packets_received, 50);
+        assert!(r.echoed_frames >= 45, "{r:?}");
+        assert!(!r.rtt_us.is_empty());
+        assert!(r.rtt_us.iter().all(|&us| us == 40_000), "{:?}", r.rtt_us);
+        // one frame analysed per 10 received, and it carries the tone
+        assert_eq!(r.audio_frames, 5, "{r:?}");
+        assert_eq!(r.tone.unwrap().freq_hz, 1_000.0);
     }
 
     #[test]

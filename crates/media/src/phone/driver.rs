@@ -118,6 +118,9 @@ pub fn run_phone(socket: PhoneSocket, peer: PhonePeer, audio: PhoneAudio) -> Pho
     }
 }
 
+/// How often a light phone publishes its status while nothing but packets change.
+const LIGHT_PUBLISH: Duration = Duration::from_millis(250);
+
 /// The only place this driver reads the clock (STYLE.md §1).
 struct SystemClock;
 
@@ -146,6 +149,11 @@ async fn phone_task(
     let mut cmd_open = true;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
+    // a light (load-generator) phone publishes its status at most every 250 ms, plus on any
+    // change of connection state: cloning the report per packet costs more than the packet
+    let light = audio.is_light();
+    let mut last_publish: Option<Instant> = None;
+    let mut last_connected = false;
     loop {
         // Drain and publish.
         while let Some(d) = peer.poll_datagram() {
@@ -163,7 +171,18 @@ async fn phone_task(
             }
             changed = true;
         }
+        let state_changed =
+            peer.is_connected() != last_connected || peer.is_terminated() || failure.is_some();
+        if light
+            && changed
+            && !state_changed
+            && last_publish.is_some_and(|t| now_events.saturating_duration_since(t) < LIGHT_PUBLISH)
+        {
+            changed = false;
+        }
         if changed || peer.is_terminated() {
+            last_publish = Some(now_events);
+            last_connected = peer.is_connected();
             status.send_replace(PhoneStatus {
                 connected: peer.is_connected(),
                 terminated: peer.is_terminated(),

@@ -30,7 +30,7 @@ use str0m::rtp::Ssrc as Str0mSsrc;
 use str0m::{Candidate, IceCreds};
 use tracing::{debug, info};
 
-pub use audio::{AudioReport, PhoneAudio, PhoneAudioConfig, ToneReport};
+pub use audio::{AudioReport, LightMode, OpusCycle, PhoneAudio, PhoneAudioConfig, ToneReport};
 #[cfg(feature = "rt")]
 pub use driver::{PhoneCommand, PhoneHandle, PhoneSocket, PhoneStatus, run_phone};
 
