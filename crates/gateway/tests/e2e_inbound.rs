@@ -14,230 +14,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+mod common;
+
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-use whatsip_gateway::config::{Config, Environment};
-use whatsip_gateway::runtime::{CallMilestone, Gateway, GatewayHandle, MilestoneKind};
-use whatsip_sim::core::{CallState, CoreConfig, UserCall};
-use whatsip_sim::{
-    FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, PhoneProbe, SimConfig, SimHandle,
-    Simulator, WaCallId, WaId, WebRtcPeerFactory, WebhookConfig, WebhookMatch,
+use common::{
+    InboundHarness as Harness, InboundOpts, Kind, PNID, WAIT, assert_sipp_ok, inbound_harness,
+    tone_ok,
 };
-
-const APP_SECRET: &str = "e2e-app-secret";
-const PNID: &str = "106540352242922";
-const TONE_HZ: f64 = 1_000.0;
-const WAIT: Duration = Duration::from_secs(30);
+use whatsip_gateway::runtime::MilestoneKind;
+use whatsip_sim::core::{CallState, UserCall};
+use whatsip_sim::{FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, WaId, WebhookMatch};
 
 /// One test at a time: each runs two WebRTC peers, Opus codecs and SIPp.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-/// Each test gets its own RTP range.
-static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Udp,
-    Tcp,
-}
-
-impl Kind {
-    fn sipp_flag(self) -> &'static str {
-        match self {
-            Kind::Udp => "u1",
-            Kind::Tcp => "t1",
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Udp => "udp",
-            Kind::Tcp => "tcp",
-        }
-    }
-}
-
-struct TestEnv;
-
-impl Environment for TestEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "E2E_TOKEN" => Some("e2e-token".into()),
-            "E2E_SECRET" => Some(APP_SECRET.into()),
-            "E2E_VERIFY" => Some("e2e-verify".into()),
-            "E2E_PBX_PASSWORD" => Some("s3cret".into()),
-            _ => None,
-        }
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
-
-#[derive(Debug)]
-struct SippRun {
-    status: Option<i32>,
-    killed: bool,
-    messages: String,
-    stderr: String,
-}
-
-struct Harness {
-    sim: SimHandle,
-    phones: whatsip_sim::PhoneRegistry,
-    gw: Option<GatewayHandle>,
-    milestones: broadcast::Receiver<CallMilestone>,
-    seen: Vec<MilestoneKind>,
-    sipp: Option<std::thread::JoinHandle<SippRun>>,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `sipp` on PATH; `None` (test skipped) only outside CI.
-fn sipp() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "sipp not found on PATH (install with scripts/setup.sh)"
-        );
-        eprintln!("\n!!!!!!!! SIPp NOT FOUND: SKIPPING E2E TEST (run scripts/setup.sh) !!!!!!!!\n");
-    }
-    found
-}
-
-/// A port free on both UDP and TCP at 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port")
-}
-
-/// Starts SIPp as the PBX in a thread; it is killed if it runs over `limit`.
-fn start_sipp(
-    sipp: PathBuf,
-    kind: Kind,
-    scenario: &str,
-    port: u16,
-    media_port: u16,
-    dir: &Path,
-    calls: u64,
-) -> std::thread::JoinHandle<SippRun> {
-    let scenario = repo_root().join("tests/sipp").join(scenario);
-    assert!(scenario.is_file(), "{} missing", scenario.display());
-    let messages = dir.join("messages.log");
-    let args: Vec<String> = vec![
-        "-sf".into(),
-        scenario.display().to_string(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "-mi".into(),
-        "127.0.0.1".into(),
-        "-mp".into(),
-        media_port.to_string(),
-        "-rtp_echo".into(),
-        "-t".into(),
-        kind.sipp_flag().into(),
-        "-m".into(),
-        calls.to_string(),
-        "-nostdin".into(),
-        "-timeout".into(),
-        "90s".into(),
-        "-timeout_error".into(),
-        "-trace_msg".into(),
-        "-message_file".into(),
-        messages.display().to_string(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        dir.join("errors.log").display().to_string(),
-    ];
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let mut child = Command::new(sipp)
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sipp");
-        let mut killed = false;
-        let mut status = None;
-        // bounded: 100 s in 50 ms steps
-        for _ in 0..2000 {
-            if let Some(s) = child.try_wait().unwrap() {
-                status = s.code();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if status.is_none() && child.try_wait().unwrap().is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            killed = true;
-        }
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut stderr);
-        }
-        SippRun {
-            status,
-            killed,
-            messages: std::fs::read_to_string(&messages).unwrap_or_default(),
-            stderr: stderr + &std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
-        }
-    })
-}
-
-async fn wait_tcp_listening(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("sipp never listened on tcp {port}");
-}
 
 async fn harness(kind: Kind, scenario: &str, ring_timeout_s: u64) -> Option<Harness> {
-    harness_with(kind, Some(scenario), ring_timeout_s, Faults::default()).await
+    inbound_harness(InboundOpts {
+        ring_timeout_s,
+        ..InboundOpts::new(kind, Some(scenario))
+    })
+    .await
 }
 
 /// `scenario: None` starts no SIPp (the PBX must never be contacted).
@@ -247,228 +44,12 @@ async fn harness_with(
     ring_timeout_s: u64,
     faults: Faults,
 ) -> Option<Harness> {
-    harness_full(kind, scenario, ring_timeout_s, faults, 1, "agent", "", "").await
-}
-
-/// As [`harness_with`], with SIPp taking `sipp_calls` calls, the rule's target user and
-/// extra rule lines (`fallback = …`).
-#[allow(clippy::too_many_arguments)] // a test helper; every caller names what it changes
-async fn harness_full(
-    kind: Kind,
-    scenario: Option<&str>,
-    ring_timeout_s: u64,
-    faults: Faults,
-    sipp_calls: u64,
-    target_user: &str,
-    rule_extra: &str,
-    pbx_extra: &str,
-) -> Option<Harness> {
-    let sipp = sipp()?;
-    let dir = std::env::temp_dir().join(format!(
-        "whatsip-e2e-{}-{}",
-        std::process::id(),
-        NEXT_RANGE.load(Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
-    let sipp_port = free_port();
-    let sipp_media = free_port();
-    let sipp = scenario.map(|scenario| {
-        start_sipp(
-            sipp, kind, scenario, sipp_port, sipp_media, &dir.0, sipp_calls,
-        )
-    });
-    match (kind, scenario) {
-        (_, None) => {}
-        (Kind::Tcp, Some(_)) => wait_tcp_listening(sipp_port).await,
-        // no way to probe UDP without confusing SIPp; the INVITE is retransmitted anyway
-        (Kind::Udp, Some(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
-    }
-
-    let webhook_port = free_port();
-    let factory = WebRtcPeerFactory::new(Some(TONE_HZ));
-    let phones = factory.registry();
-    let sim = Simulator::start(SimConfig {
-        core: CoreConfig::default(),
-        webhook: WebhookConfig {
-            url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-            app_secret: APP_SECRET.into(),
-            ..WebhookConfig::default()
-        },
-        peers: Arc::new(factory),
+    inbound_harness(InboundOpts {
+        ring_timeout_s,
         faults,
-        ..SimConfig::default()
+        ..InboundOpts::new(kind, scenario)
     })
     .await
-    .unwrap();
-
-    let sip_port = free_port();
-    let range = 41_000 + 40 * (NEXT_RANGE.fetch_add(1, Ordering::Relaxed) % 100);
-    let toml = format!(
-        r#"
-[meta]
-graph_base_url = "{graph}"
-access_token = {{ env = "E2E_TOKEN" }}
-app_secret = {{ env = "E2E_SECRET" }}
-verify_token = {{ env = "E2E_VERIFY" }}
-
-[[business_numbers]]
-phone_number_id = "{PNID}"
-number = "+4930901820"
-
-[webhook]
-listen = "127.0.0.1:{webhook_port}"
-
-[[sip.listen]]
-transport = "udp"
-address = "127.0.0.1:{sip_port}"
-
-[[sip.listen]]
-transport = "tcp"
-address = "127.0.0.1:{sip_port}"
-
-[pbx]
-address = "127.0.0.1:{sipp_port}"
-transport = "{transport}"
-{codecs_line}
-options_ping_interval_s = 0
-{pbx_extra}
-
-[media]
-bind = "127.0.0.1"
-rtp_port_min = {range}
-rtp_port_max = {range_end}
-
-[logging]
-redact_phone_numbers = false
-
-[admin]
-listen = ""
-
-[dialplan]
-ring_timeout_s = {ring_timeout_s}
-
-[[dialplan.rule]]
-name = "e2e-agents"
-direction = "inbound"
-target = "sip:{target_user}@127.0.0.1:{sipp_port}"
-headers = {{ "X-E2E-Rule" = "${{rule}}" }}
-{rule_extra}
-"#,
-        graph = sim.base_url(),
-        transport = kind.name(),
-        range_end = range + 39,
-        // a test may choose the PBX codecs through `pbx_extra`
-        codecs_line = if pbx_extra.contains("codecs") {
-            ""
-        } else {
-            r#"codecs = ["PCMU", "PCMA"]"#
-        },
-    );
-    let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
-    let gw = Gateway::start(config).await.unwrap();
-    let milestones = gw.subscribe();
-    Some(Harness {
-        sim,
-        phones,
-        gw: Some(gw),
-        milestones,
-        seen: Vec::new(),
-        sipp,
-        _dir: dir,
-    })
-}
-
-impl Harness {
-    async fn user_calls(&self) -> WaCallId {
-        let mut call = UserCall::new(
-            WaId::parse("4915112345678").unwrap(),
-            whatsip_sim::PhoneNumberId::parse(PNID).unwrap(),
-        );
-        call.cta_payload = Some("support-button".into());
-        self.sim.user_calls(call).await.unwrap()
-    }
-
-    fn phone(&self) -> PhoneProbe {
-        self.phones.last().expect("the simulator created a phone")
-    }
-
-    /// The Graph `/calls` actions the simulator received, in order.
-    fn graph_actions(&self) -> Vec<String> {
-        self.sim
-            .graph_requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/calls") && r.method == "POST")
-            .filter_map(|r| r.action)
-            .collect()
-    }
-
-    async fn sipp_result(&mut self) -> SippRun {
-        let h = self.sipp.take().unwrap();
-        tokio::task::spawn_blocking(move || h.join().unwrap())
-            .await
-            .unwrap()
-    }
-
-    /// Milestones published so far.
-    fn milestones(&mut self) -> &[MilestoneKind] {
-        while let Ok(m) = self.milestones.try_recv() {
-            self.seen.push(m.kind);
-        }
-        &self.seen
-    }
-
-    /// Waits (bounded) for a milestone matching `pred`.
-    async fn wait_milestone(&mut self, pred: impl Fn(&MilestoneKind) -> bool) -> bool {
-        for _ in 0..(WAIT.as_millis() / 25) {
-            if self.milestones().iter().any(&pred) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
-    }
-
-    /// Waits until the gateway has no call and no RTP port left, then shuts everything.
-    async fn finish(mut self) -> Vec<MilestoneKind> {
-        let gw = self.gw.take().unwrap();
-        let mut clean = false;
-        for _ in 0..200 {
-            if gw.calls_in_progress() == 0 && gw.media_ports_in_use() == 0 {
-                clean = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            clean,
-            "left behind: {} calls, {} rtp port pairs",
-            gw.calls_in_progress(),
-            gw.media_ports_in_use()
-        );
-        let ms = self.milestones().to_vec();
-        gw.shutdown().await;
-        self.sim.shutdown().await;
-        ms
-    }
-}
-
-fn tone_ok(s: &whatsip_media::phone::PhoneStatus) -> bool {
-    s.audio
-        .tone
-        .as_ref()
-        .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0 && t.frames >= 25)
-}
-
-fn assert_sipp_ok(run: &SippRun) {
-    assert!(
-        run.status == Some(0) && !run.killed,
-        "sipp failed: {:?} killed={} stderr={}\nmessages:\n{}",
-        run.status,
-        run.killed,
-        run.stderr,
-        run.messages
-    );
 }
 
 async fn answered_call_with_echo(kind: Kind) {
@@ -866,16 +447,12 @@ async fn session_timer_refreshes(kind: Kind) {
 async fn e2e_udp_busy_takes_the_dial_plan_fallback() {
     let _serial = SERIAL.lock().await;
     let fallback = r#"fallback = [ { on = ["busy"], target = "sip:overflow@127.0.0.1", ring_timeout_s = 10 } ]"#;
-    let Some(mut h) = harness_full(
-        Kind::Udp,
-        Some("uas_wa_fallback.xml"),
-        20,
-        Faults::default(),
-        2,
-        "busy",
-        fallback,
-        "",
-    )
+    let Some(mut h) = inbound_harness(InboundOpts {
+        sipp_calls: 2,
+        target_user: "busy",
+        rule_extra: fallback,
+        ..InboundOpts::new(Kind::Udp, Some("uas_wa_fallback.xml"))
+    })
     .await
     else {
         return;
@@ -982,16 +559,10 @@ async fn e2e_udp_accept_failure_byes_the_pbx_and_terminates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness_full(
-        Kind::Udp,
-        Some("uas_wa_echo.xml"),
-        20,
-        Faults::default(),
-        5,
-        "agent",
-        "",
-        "",
-    )
+    let Some(mut h) = inbound_harness(InboundOpts {
+        sipp_calls: 5,
+        ..InboundOpts::new(Kind::Udp, Some("uas_wa_echo.xml"))
+    })
     .await
     else {
         return;
@@ -1053,16 +624,10 @@ async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
 async fn e2e_udp_pbx_digest_challenge_is_answered_with_trunk_credentials() {
     let _serial = SERIAL.lock().await;
     let auth = r#"outbound_auth = { username = "trunk", password = { env = "E2E_PBX_PASSWORD" } }"#;
-    let Some(mut h) = harness_full(
-        Kind::Udp,
-        Some("uas_wa_auth.xml"),
-        20,
-        Faults::default(),
-        1,
-        "agent",
-        "",
-        auth,
-    )
+    let Some(mut h) = inbound_harness(InboundOpts {
+        pbx_extra: auth,
+        ..InboundOpts::new(Kind::Udp, Some("uas_wa_auth.xml"))
+    })
     .await
     else {
         return;
@@ -1094,16 +659,10 @@ async fn e2e_udp_pbx_digest_challenge_is_answered_with_trunk_credentials() {
 /// untouched.
 async fn answered_call_in_codec(scenario: &str, codecs: &str, want_codec: &str, rtpmap: &str) {
     let _serial = SERIAL.lock().await;
-    let Some(mut h) = harness_full(
-        Kind::Udp,
-        Some(scenario),
-        20,
-        Faults::default(),
-        1,
-        "agent",
-        "",
-        &format!("codecs = {codecs}"),
-    )
+    let Some(mut h) = inbound_harness(InboundOpts {
+        pbx_extra: &format!("codecs = {codecs}"),
+        ..InboundOpts::new(Kind::Udp, Some(scenario))
+    })
     .await
     else {
         return;

@@ -11,105 +11,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use whatsip_gateway::config::{Config, Environment};
+use common::{
+    CUSTOMER as USER, PNID, SippRun, TempDir, TestEnv, WAIT, assert_released, assert_sipp_ok,
+    free_port, meta_toml, run_sipp, sipp, sipp_scenario, start_sim,
+};
+use whatsip_gateway::config::Config;
 use whatsip_gateway::runtime::{Gateway, GatewayHandle};
 use whatsip_sim::core::{
     BusinessCallBehaviour, CoreConfig, PermissionGrant, PermissionRequestBehaviour, UserBehaviour,
     UserProfile,
 };
-use whatsip_sim::{
-    Faults, GraphFault, GraphFaultRule, PhoneNumberId, SimConfig, SimHandle, Simulator, WaId,
-    WebRtcPeerFactory, WebhookConfig,
-};
-
-const APP_SECRET: &str = "e2e-app-secret";
-const PNID: &str = "106540352242922";
-const USER: &str = "4915112345678";
-const TONE_HZ: f64 = 1_000.0;
-const WAIT: Duration = Duration::from_secs(30);
+use whatsip_sim::{Faults, GraphFault, GraphFaultRule, PhoneNumberId, SimHandle, WaId};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
-
-struct TestEnv;
-
-impl Environment for TestEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "E2E_TOKEN" => Some("e2e-token".into()),
-            "E2E_SECRET" => Some(APP_SECRET.into()),
-            "E2E_VERIFY" => Some("e2e-verify".into()),
-            "E2E_PBX_PASSWORD" => Some("s3cret".into()),
-            _ => None,
-        }
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
-
-#[derive(Debug)]
-struct SippRun {
-    status: Option<i32>,
-    killed: bool,
-    messages: String,
-    stderr: String,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `sipp` on PATH; `None` (test skipped) only outside CI.
-fn sipp() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "sipp not found on PATH (install with scripts/setup.sh)"
-        );
-        eprintln!("\n!!!!!!!! SIPp NOT FOUND: SKIPPING E2E TEST (run scripts/setup.sh) !!!!!!!!\n");
-    }
-    found
-}
-
-/// A port free on both UDP and TCP at 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port")
-}
 
 struct Harness {
     sim: SimHandle,
@@ -141,36 +62,21 @@ async fn harness_with(
 ) -> Option<Harness> {
     let sipp = sipp()?;
     let n = NEXT_RANGE.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("whatsip-e2e-out-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
+    let dir = TempDir::new("whatsip-e2e-out");
     let webhook_port = free_port();
-    let factory = WebRtcPeerFactory::new(Some(TONE_HZ));
-    let phones = factory.registry();
     let user = WaId::parse(USER).unwrap();
-    let sim = Simulator::start(SimConfig {
-        core: CoreConfig {
-            users: vec![UserProfile {
-                wa_id: user.clone(),
-                name: "E2E User".into(),
-                behaviour: UserBehaviour {
-                    on_business_call: on_call,
-                    on_permission_request: PermissionRequestBehaviour::Ignore,
-                },
-            }],
-            ..CoreConfig::default()
-        },
-        webhook: WebhookConfig {
-            url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-            app_secret: APP_SECRET.into(),
-            ..WebhookConfig::default()
-        },
-        peers: Arc::new(factory),
-        faults,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let core = CoreConfig {
+        users: vec![UserProfile {
+            wa_id: user.clone(),
+            name: "E2E User".into(),
+            behaviour: UserBehaviour {
+                on_business_call: on_call,
+                on_permission_request: PermissionRequestBehaviour::Ignore,
+            },
+        }],
+        ..CoreConfig::default()
+    };
+    let (sim, phones) = start_sim(core, faults, webhook_port).await;
     if let Some(grant) = grant {
         sim.set_permission(&PhoneNumberId::parse(PNID).unwrap(), &user, grant)
             .await
@@ -180,23 +86,10 @@ async fn harness_with(
     let sip_port = free_port();
     let range = 43_000 + 40 * (n % 100);
     let toml = format!(
-        r#"
-[meta]
-graph_base_url = "{graph}"
-access_token = {{ env = "E2E_TOKEN" }}
-app_secret = {{ env = "E2E_SECRET" }}
-verify_token = {{ env = "E2E_VERIFY" }}
-
-[[business_numbers]]
-phone_number_id = "{PNID}"
-number = "+4930901820"
-
+        r#"{meta}
 [[business_numbers]]
 phone_number_id = "106540352242999"
 number = "+12025550123"
-
-[webhook]
-listen = "127.0.0.1:{webhook_port}"
 
 [[sip.listen]]
 transport = "udp"
@@ -209,14 +102,7 @@ codecs = ["PCMU", "PCMA"]
 options_ping_interval_s = 0
 {pbx_extra}
 
-[media]
-bind = "127.0.0.1"
-rtp_port_min = {range}
-rtp_port_max = {range_end}
-
-[logging]
-redact_phone_numbers = false
-
+{media}
 [cdr]
 path = "{cdr_db}"
 rate_currency = "EUR"
@@ -244,12 +130,12 @@ whatsapp_user = "+${{1}}"
 from_business = "+4930901820"
 auto_permission_request = {auto_request}
 "#,
-        graph = sim.base_url(),
+        meta = meta_toml(&sim.base_url(), webhook_port),
         pbx_port = free_port(),
         admin = admin_port
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_default(),
-        range_end = range + 39,
+        media = common::media_toml(range),
         cdr_db = dir.0.join("cdr.db").display(),
     );
     let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
@@ -281,8 +167,7 @@ impl Harness {
         from: Option<&str>,
         extra: &[&str],
     ) -> SippRun {
-        let mut scenario = repo_root().join("tests/sipp").join(scenario);
-        assert!(scenario.is_file(), "{} missing", scenario.display());
+        let mut scenario = sipp_scenario(scenario);
         if let Some(from) = from {
             let xml = std::fs::read_to_string(&scenario)
                 .unwrap()
@@ -329,40 +214,15 @@ impl Harness {
         let sipp = self.sipp.clone();
         let dir = self.dir.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(sipp)
-                .args(&args)
-                .current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start sipp");
-            let mut killed = false;
-            let mut status = None;
-            // bounded: 90 s in 50 ms steps
-            for _ in 0..1800 {
-                if let Some(s) = child.try_wait().unwrap() {
-                    status = s.code();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if status.is_none() && child.try_wait().unwrap().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-                killed = true;
-            }
-            let mut stderr = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut stderr);
-            }
-            SippRun {
-                status,
-                killed,
-                messages: std::fs::read_to_string(&messages).unwrap_or_default(),
-                stderr: stderr + &std::fs::read_to_string(&errors).unwrap_or_default(),
-            }
+            run_sipp(
+                &sipp,
+                &args,
+                &dir,
+                &messages,
+                &errors,
+                None,
+                Duration::from_secs(90),
+            )
         })
         .await
         .unwrap()
@@ -370,12 +230,7 @@ impl Harness {
 
     /// Graph `/calls` actions, in order.
     fn call_actions(&self) -> Vec<String> {
-        self.sim
-            .graph_requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/calls") && r.method == "POST")
-            .filter_map(|r| r.action)
-            .collect()
+        common::graph_actions(&self.sim)
     }
 
     /// Permission requests (`POST /messages`) sent.
@@ -404,37 +259,13 @@ impl Harness {
         panic!("no CDR written in {}", db.display());
     }
 
-    /// Waits until no RTP port is held, then shuts everything down.
+    /// Waits until no call and no RTP port is held, then shuts everything down.
     async fn finish(mut self) {
         let gw = self.gw.take().unwrap();
-        let mut clean = false;
-        for _ in 0..200 {
-            if gw.calls_in_progress() == 0 && gw.media_ports_in_use() == 0 {
-                clean = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            clean,
-            "left behind: {} calls, {} rtp port pairs",
-            gw.calls_in_progress(),
-            gw.media_ports_in_use()
-        );
+        assert_released(&gw).await;
         gw.shutdown().await;
         self.sim.shutdown().await;
     }
-}
-
-fn assert_sipp_ok(run: &SippRun) {
-    assert!(
-        run.status == Some(0) && !run.killed,
-        "sipp failed: {:?} killed={} stderr={}\nmessages:\n{}",
-        run.status,
-        run.killed,
-        run.stderr,
-        run.messages
-    );
 }
 
 /// The status lines of the responses SIPp received.
@@ -479,14 +310,7 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let phone = phone.expect("the simulator created a phone");
-        let (status, tone) = phone
-            .wait_for(WAIT, |s| {
-                s.audio
-                    .tone
-                    .as_ref()
-                    .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0 && t.frames >= 25)
-            })
-            .await;
+        let (status, tone) = phone.wait_for(WAIT, common::tone_ok).await;
         if !tone {
             return (status, false, false, 0);
         }

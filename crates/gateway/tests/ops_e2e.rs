@@ -3,241 +3,28 @@
 //! one DTMF digit, the user hangs up) and a busy one, the SQLite CDR database and the
 //! JSON-lines export hold the right records, and `/metrics` shows the calls.
 //!
-//! The harness is a trimmed copy of `e2e_inbound.rs` (SIPp from `scripts/setup.sh`; without
-//! it a test fails when `CI=true` and is skipped loudly otherwise).
+//! The harness is `common::inbound_harness` (SIPp from `scripts/setup.sh`; without it a test
+//! fails when `CI=true` and is skipped loudly otherwise).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-use whatsip_gateway::config::{Config, Environment};
-use whatsip_gateway::runtime::{CallMilestone, Gateway, GatewayHandle, MilestoneKind};
-use whatsip_sim::core::{CallState, CoreConfig, UserCall};
-use whatsip_sim::{
-    Faults, PhoneProbe, SimConfig, SimHandle, Simulator, WaCallId, WaId, WebRtcPeerFactory,
-    WebhookConfig,
+use common::{
+    APP_SECRET, InboundHarness as Harness, InboundOpts, Kind, WAIT, assert_sipp_ok, free_port,
+    inbound_harness, tone_ok,
 };
-
-const APP_SECRET: &str = "e2e-app-secret";
-const PNID: &str = "106540352242922";
-const TONE_HZ: f64 = 1_000.0;
-const WAIT: Duration = Duration::from_secs(30);
+use whatsip_gateway::runtime::MilestoneKind;
+use whatsip_sim::WaCallId;
+use whatsip_sim::core::CallState;
 
 /// One test at a time: each runs two WebRTC peers, Opus codecs and SIPp.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-/// Each harness gets its own RTP range (distinct from e2e_inbound's).
-static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Udp,
-    Tcp,
-}
-
-impl Kind {
-    fn sipp_flag(self) -> &'static str {
-        match self {
-            Kind::Udp => "u1",
-            Kind::Tcp => "t1",
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Udp => "udp",
-            Kind::Tcp => "tcp",
-        }
-    }
-}
-
-struct TestEnv;
-
-impl Environment for TestEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "E2E_TOKEN" => Some("e2e-token".into()),
-            "E2E_SECRET" => Some(APP_SECRET.into()),
-            "E2E_VERIFY" => Some("e2e-verify".into()),
-            "E2E_PBX_PASSWORD" => Some("s3cret".into()),
-            _ => None,
-        }
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
-
-#[derive(Debug)]
-struct SippRun {
-    status: Option<i32>,
-    killed: bool,
-    messages: String,
-    stderr: String,
-}
-
-struct Harness {
-    sim: SimHandle,
-    phones: whatsip_sim::PhoneRegistry,
-    gw: Option<GatewayHandle>,
-    milestones: broadcast::Receiver<CallMilestone>,
-    seen: Vec<MilestoneKind>,
-    sipp: Option<std::thread::JoinHandle<SippRun>>,
-    /// Set to stop SIPp early (a test that kills the gateway mid-call).
-    sipp_stop: Arc<std::sync::atomic::AtomicBool>,
-    /// The gateway's config (for a test that runs the binary instead).
-    toml: String,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `sipp` on PATH; `None` (test skipped) only outside CI.
-fn sipp() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "sipp not found on PATH (install with scripts/setup.sh)"
-        );
-        eprintln!("\n!!!!!!!! SIPp NOT FOUND: SKIPPING E2E TEST (run scripts/setup.sh) !!!!!!!!\n");
-    }
-    found
-}
-
-/// A port free on both UDP and TCP at 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port")
-}
-
-/// Starts SIPp as the PBX in a thread; it is killed if it runs over `limit`.
-#[allow(clippy::too_many_arguments)] // a test helper; every caller names what it passes
-fn start_sipp(
-    sipp: PathBuf,
-    kind: Kind,
-    scenario: &str,
-    port: u16,
-    media_port: u16,
-    dir: &Path,
-    calls: u64,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<SippRun> {
-    let scenario = repo_root().join("tests/sipp").join(scenario);
-    assert!(scenario.is_file(), "{} missing", scenario.display());
-    let messages = dir.join("messages.log");
-    let args: Vec<String> = vec![
-        "-sf".into(),
-        scenario.display().to_string(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "-mi".into(),
-        "127.0.0.1".into(),
-        "-mp".into(),
-        media_port.to_string(),
-        "-rtp_echo".into(),
-        "-t".into(),
-        kind.sipp_flag().into(),
-        "-m".into(),
-        calls.to_string(),
-        "-nostdin".into(),
-        "-timeout".into(),
-        "90s".into(),
-        "-timeout_error".into(),
-        "-trace_msg".into(),
-        "-message_file".into(),
-        messages.display().to_string(),
-        "-trace_err".into(),
-        "-error_file".into(),
-        dir.join("errors.log").display().to_string(),
-    ];
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let mut child = Command::new(sipp)
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sipp");
-        let mut killed = false;
-        let mut status = None;
-        // bounded: 100 s in 50 ms steps
-        for _ in 0..2000 {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            if let Some(s) = child.try_wait().unwrap() {
-                status = s.code();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if status.is_none() && child.try_wait().unwrap().is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            killed = true;
-        }
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut stderr);
-        }
-        SippRun {
-            status,
-            killed,
-            messages: std::fs::read_to_string(&messages).unwrap_or_default(),
-            stderr: stderr + &std::fs::read_to_string(dir.join("errors.log")).unwrap_or_default(),
-        }
-    })
-}
-
-async fn wait_tcp_listening(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("sipp never listened on tcp {port}");
-}
 
 /// Gateway + simulator + SIPp running `scenario`, with CDRs in `state` (`cdr.db`,
 /// `cdr.jsonl`) and the admin server on `admin_port`.
@@ -254,235 +41,20 @@ async fn harness_opts(
     admin_port: u16,
     in_process: bool,
 ) -> Option<Harness> {
-    let scenario = Some(scenario);
-    let (ring_timeout_s, faults, sipp_calls) = (20, Faults::default(), 1);
-    let (target_user, rule_extra, pbx_extra) = ("agent", "", "");
-    let sipp = sipp()?;
-    let dir = std::env::temp_dir().join(format!(
-        "whatsip-ops-e2e-{}-{}",
-        std::process::id(),
-        NEXT_RANGE.load(Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir = TempDir(dir);
-    let sipp_port = free_port();
-    let sipp_media = free_port();
-    let sipp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sipp = scenario.map(|scenario| {
-        start_sipp(
-            sipp,
-            kind,
-            scenario,
-            sipp_port,
-            sipp_media,
-            &dir.0,
-            sipp_calls,
-            sipp_stop.clone(),
-        )
-    });
-    match (kind, scenario) {
-        (_, None) => {}
-        (Kind::Tcp, Some(_)) => wait_tcp_listening(sipp_port).await,
-        // no way to probe UDP without confusing SIPp; the INVITE is retransmitted anyway
-        (Kind::Udp, Some(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
-    }
-
-    let webhook_port = free_port();
-    let factory = WebRtcPeerFactory::new(Some(TONE_HZ));
-    let phones = factory.registry();
-    let sim = Simulator::start(SimConfig {
-        core: CoreConfig::default(),
-        webhook: WebhookConfig {
-            url: Some(format!("http://127.0.0.1:{webhook_port}/webhook")),
-            app_secret: APP_SECRET.into(),
-            ..WebhookConfig::default()
-        },
-        peers: Arc::new(factory),
-        faults,
-        ..SimConfig::default()
+    inbound_harness(InboundOpts {
+        admin_port: Some(admin_port),
+        state: Some(state),
+        in_process,
+        // distinct from e2e_inbound's ranges
+        rtp_base: 45_000,
+        ..InboundOpts::new(kind, Some(scenario))
     })
     .await
-    .unwrap();
-
-    let sip_port = free_port();
-    let range = 45_000 + 40 * (NEXT_RANGE.fetch_add(1, Ordering::Relaxed) % 100);
-    let toml = format!(
-        r#"
-[meta]
-graph_base_url = "{graph}"
-access_token = {{ env = "E2E_TOKEN" }}
-app_secret = {{ env = "E2E_SECRET" }}
-verify_token = {{ env = "E2E_VERIFY" }}
-
-[[business_numbers]]
-phone_number_id = "{PNID}"
-number = "+4930901820"
-
-[webhook]
-listen = "127.0.0.1:{webhook_port}"
-
-[[sip.listen]]
-transport = "udp"
-address = "127.0.0.1:{sip_port}"
-
-[[sip.listen]]
-transport = "tcp"
-address = "127.0.0.1:{sip_port}"
-
-[pbx]
-address = "127.0.0.1:{sipp_port}"
-transport = "{transport}"
-codecs = ["PCMU", "PCMA"]
-options_ping_interval_s = 0
-{pbx_extra}
-
-[media]
-bind = "127.0.0.1"
-rtp_port_min = {range}
-rtp_port_max = {range_end}
-
-[logging]
-redact_phone_numbers = false
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-
-[cdr]
-path = "{db}"
-jsonl_path = "{jsonl}"
-
-[dialplan]
-ring_timeout_s = {ring_timeout_s}
-
-[[dialplan.rule]]
-name = "e2e-agents"
-direction = "inbound"
-target = "sip:{target_user}@127.0.0.1:{sipp_port}"
-headers = {{ "X-E2E-Rule" = "${{rule}}" }}
-{rule_extra}
-"#,
-        graph = sim.base_url(),
-        transport = kind.name(),
-        range_end = range + 39,
-        db = state.join("cdr.db").display(),
-        jsonl = state.join("cdr.jsonl").display(),
-    );
-    let config = Config::from_toml(&toml, Path::new("e2e.toml"), &TestEnv).unwrap();
-    let (gw, milestones) = if in_process {
-        let gw = Gateway::start(config).await.unwrap();
-        let milestones = gw.subscribe();
-        (Some(gw), milestones)
-    } else {
-        (None, broadcast::channel(1).1)
-    };
-    Some(Harness {
-        sim,
-        phones,
-        gw,
-        milestones,
-        seen: Vec::new(),
-        sipp,
-        sipp_stop,
-        toml,
-        _dir: dir,
-    })
-}
-
-impl Harness {
-    async fn user_calls(&self, from: &str) -> WaCallId {
-        let mut call = UserCall::new(
-            WaId::parse(from).unwrap(),
-            whatsip_sim::PhoneNumberId::parse(PNID).unwrap(),
-        );
-        call.cta_payload = Some("support-button".into());
-        self.sim.user_calls(call).await.unwrap()
-    }
-
-    fn phone(&self) -> PhoneProbe {
-        self.phones.last().expect("the simulator created a phone")
-    }
-
-    /// The Graph `/calls` actions the simulator received, in order.
-    fn graph_actions(&self) -> Vec<String> {
-        self.sim
-            .graph_requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with("/calls") && r.method == "POST")
-            .filter_map(|r| r.action)
-            .collect()
-    }
-
-    async fn sipp_result(&mut self) -> SippRun {
-        let h = self.sipp.take().unwrap();
-        tokio::task::spawn_blocking(move || h.join().unwrap())
-            .await
-            .unwrap()
-    }
-
-    /// Milestones published so far.
-    fn milestones(&mut self) -> &[MilestoneKind] {
-        while let Ok(m) = self.milestones.try_recv() {
-            self.seen.push(m.kind);
-        }
-        &self.seen
-    }
-
-    /// Waits (bounded) for a milestone matching `pred`.
-    async fn wait_milestone(&mut self, pred: impl Fn(&MilestoneKind) -> bool) -> bool {
-        for _ in 0..(WAIT.as_millis() / 25) {
-            if self.milestones().iter().any(&pred) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
-    }
-
-    /// Waits until the gateway has no call and no RTP port left, then shuts everything.
-    async fn finish(mut self) -> Vec<MilestoneKind> {
-        let gw = self.gw.take().unwrap();
-        let mut clean = false;
-        for _ in 0..200 {
-            if gw.calls_in_progress() == 0 && gw.media_ports_in_use() == 0 {
-                clean = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            clean,
-            "left behind: {} calls, {} rtp port pairs",
-            gw.calls_in_progress(),
-            gw.media_ports_in_use()
-        );
-        let ms = self.milestones().to_vec();
-        gw.shutdown().await;
-        self.sim.shutdown().await;
-        ms
-    }
-}
-
-fn tone_ok(s: &whatsip_media::phone::PhoneStatus) -> bool {
-    s.audio
-        .tone
-        .as_ref()
-        .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0 && t.frames >= 25)
-}
-
-fn assert_sipp_ok(run: &SippRun) {
-    assert!(
-        run.status == Some(0) && !run.killed,
-        "sipp failed: {:?} killed={} stderr={}\nmessages:\n{}",
-        run.status,
-        run.killed,
-        run.stderr,
-        run.messages
-    );
 }
 
 /// Answered call: tone echo, one digit from the phone, the user hangs up.
 async fn answered_call(h: &mut Harness) -> WaCallId {
-    let id = h.user_calls("4915112345678").await;
+    let id = h.user_calls_from("4915112345678").await;
     h.sim
         .wait_for_call_state(&id, CallState::Active, WAIT)
         .await
@@ -522,7 +94,7 @@ async fn ops_cdrs_of_an_answered_and_a_busy_call_are_stored_and_exported() {
     let Some(mut h) = harness(Kind::Tcp, "uas_wa_busy.xml", state.path(), admin).await else {
         return;
     };
-    let busy = h.user_calls("4915187654321").await;
+    let busy = h.user_calls_from("4915187654321").await;
     h.sim.wait_for_call_end(&busy, WAIT).await.unwrap();
     assert_sipp_ok(&h.sipp_result().await);
     assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
@@ -746,7 +318,7 @@ async fn ops_sigterm_drain_refuses_new_calls_then_ends_the_live_one_with_its_cdr
         return;
     };
     let addr = h.gw.as_ref().unwrap().admin_addr().unwrap();
-    let live = h.user_calls("4915112345678").await;
+    let live = h.user_calls_from("4915112345678").await;
     h.sim
         .wait_for_call_state(&live, CallState::Active, WAIT)
         .await
@@ -767,7 +339,7 @@ async fn ops_sigterm_drain_refuses_new_calls_then_ends_the_live_one_with_its_cdr
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(draining, "readyz never reported draining");
-    let refused = h.user_calls("4915187654321").await;
+    let refused = h.user_calls_from("4915187654321").await;
     let info = h.sim.wait_for_call_end(&refused, WAIT).await.unwrap();
     assert_ne!(info.state, CallState::Active);
     // the live call is still up while the drain time runs
@@ -873,7 +445,7 @@ async fn ops_sigkill_mid_call_leaves_an_interrupted_cdr_found_at_restart() {
     let mut gw = KillOnDrop(spawn_whatsip(&config));
     wait_admin(admin).await;
 
-    let id = h.user_calls("4915112345678").await;
+    let id = h.user_calls_from("4915112345678").await;
     h.sim
         .wait_for_call_state(&id, CallState::Active, WAIT)
         .await
@@ -960,7 +532,7 @@ async fn ops_sighup_reloads_the_dial_plan_for_new_calls() {
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200, "whatsip survived SIGHUP");
 
-    let id = h.user_calls("4915112345678").await;
+    let id = h.user_calls_from("4915112345678").await;
     let info = h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
     assert_ne!(info.state, CallState::Active);
     assert_eq!(
