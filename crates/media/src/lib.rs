@@ -47,6 +47,7 @@ pub mod g711;
 mod g722;
 mod jitter;
 mod opus;
+pub mod path;
 pub mod phone;
 mod relay;
 pub mod rtcp;
@@ -62,6 +63,7 @@ pub use dtmf::{DtmfForwarder, DtmfPayload, TelephoneEvent, digit_to_event, event
 pub use g722::{G722Decoder, G722Encoder};
 pub use jitter::{JitterBuffer, JitterConfig, Pull, PushOutcome};
 pub use opus::{OpusDecoder, OpusEncoder, OpusEncoderConfig};
+pub use path::{Flow, LatencyObserver, LatencyStats, MediaPath, MediaPathStats, PathDrop};
 pub use relay::{Direction, Leg, MediaRelay, RelayConfig, RelayEvent, Transmit};
 pub use rtp::{RtpError, RtpPacket, RtpTs, SeqNo, Ssrc, is_rtcp};
 pub use stats::{LegStats, MediaStats};

@@ -160,6 +160,10 @@ pub struct Transmit {
     pub leg: Leg,
     /// The packet (plain RTP; the leg's transport encrypts it).
     pub packet: RtpPacket,
+    /// When the audio frame it carries was received from the other leg (the `now` of its
+    /// [`MediaRelay::handle_packet`]); `None` for packets the relay made up (comfort
+    /// silence, hold sound, DTMF). The driver measures the gateway's added latency from it.
+    pub received_at: Option<Instant>,
 }
 
 /// What the relay reports to its owner.
@@ -269,7 +273,10 @@ struct HoldPlayer {
 struct Receiver {
     ssrc: Option<Ssrc>,
     stats: ReceiveStats,
-    jitter: JitterBuffer<Bytes>,
+    /// Payloads with their receipt instant.
+    jitter: JitterBuffer<(Bytes, Instant)>,
+    /// Receipt instant of the last frame pulled out of `jitter` this tick.
+    pulled_at: Option<Instant>,
     last_rx: Instant,
     seen: bool,
     timeout_raised: bool,
@@ -470,7 +477,9 @@ impl MediaRelay {
             return;
         }
         let rx = self.receiver(leg);
-        if rx.jitter.push(packet.seq, packet.payload, now) != crate::jitter::PushOutcome::Accepted {
+        if rx.jitter.push(packet.seq, (packet.payload, now), now)
+            != crate::jitter::PushOutcome::Accepted
+        {
             rx.leg_stats.discarded += 1;
         }
     }
@@ -539,6 +548,7 @@ impl MediaRelay {
             passthrough: self.passthrough,
             comfort_noise_runs: self.comfort_noise_runs,
             media_timeouts: self.media_timeouts,
+            path: crate::path::MediaPathStats::default(),
         }
     }
 
@@ -672,7 +682,11 @@ impl MediaRelay {
                     payload: Bytes::copy_from_slice(&fw.payload.to_bytes()),
                 };
                 sender.sent += 1;
-                self.transmits.push_back(Transmit { leg: to, packet });
+                self.transmits.push_back(Transmit {
+                    leg: to,
+                    packet,
+                    received_at: None,
+                });
             }
             Some(_) => {}
             None => {
@@ -687,9 +701,13 @@ impl MediaRelay {
     fn tick_toward_pbx(&mut self, now: Instant) {
         let may_send = self.pbx_direction.receives();
         let muted = self.wa_to_pbx_dtmf.is_active();
+        self.wa_in.pulled_at = None;
         let payload = if self.passthrough {
             match self.wa_in.jitter.pull(now) {
-                Pull::Frame(p) if !muted => Some(p),
+                Pull::Frame((p, at)) if !muted => {
+                    self.wa_in.pulled_at = Some(at);
+                    Some(p)
+                }
                 Pull::Missing => None,
                 Pull::Frame(_) | Pull::Buffering => Some(self.silence_opus.clone()),
             }
@@ -703,6 +721,7 @@ impl MediaRelay {
                 self.transmits.push_back(Transmit {
                     leg: Leg::Pbx,
                     packet: t,
+                    received_at: self.wa_in.pulled_at,
                 });
             }
             // A missing pass-through frame leaves a gap in seq, so the receiver knows to
@@ -716,9 +735,13 @@ impl MediaRelay {
     }
 
     fn tick_toward_wa(&mut self, now: Instant) {
+        self.pbx_in.pulled_at = None;
         let payload = if self.passthrough {
             match self.pbx_in.jitter.pull(now) {
-                Pull::Frame(p) => Some(p),
+                Pull::Frame((p, at)) => {
+                    self.pbx_in.pulled_at = Some(at);
+                    Some(p)
+                }
                 Pull::Missing => None,
                 Pull::Buffering => Some(self.silence_opus.clone()),
             }
@@ -737,10 +760,12 @@ impl MediaRelay {
                     .collect();
                 h.pos = (h.pos + samples) % h.pcm.len();
                 self.scratch.clear();
-                match h.encoder.encode(&frame, &mut self.scratch) {
+                let held = match h.encoder.encode(&frame, &mut self.scratch) {
                     Ok(()) => Some(Bytes::copy_from_slice(&self.scratch)),
                     Err(_) => Some(self.silence_opus.clone()),
-                }
+                };
+                self.pbx_in.pulled_at = None;
+                held
             }
             _ => payload,
         };
@@ -752,6 +777,7 @@ impl MediaRelay {
                 self.transmits.push_back(Transmit {
                     leg: Leg::Wa,
                     packet: t,
+                    received_at: self.pbx_in.pulled_at,
                 });
             }
             None => self.wa_out.skip_frame(),
@@ -765,9 +791,12 @@ impl MediaRelay {
         while t.to_pbx_pcm.len() < frame && pulls < 3 {
             pulls += 1;
             let result = match self.wa_in.jitter.pull(now) {
-                Pull::Frame(p) => t.wa_decoder.decode(&p, &mut t.to_pbx_pcm),
+                Pull::Frame((p, at)) => {
+                    self.wa_in.pulled_at = Some(at);
+                    t.wa_decoder.decode(&p, &mut t.to_pbx_pcm)
+                }
                 Pull::Missing => {
-                    if let Some(next) = self.wa_in.jitter.peek_next() {
+                    if let Some((next, _)) = self.wa_in.jitter.peek_next() {
                         self.wa_in.leg_stats.fec_frames += 1;
                         t.wa_decoder.decode_fec(next, frame, &mut t.to_pbx_pcm)
                     } else {
@@ -828,7 +857,8 @@ impl MediaRelay {
         while t.to_wa_pcm.len() < frame && pulls < 3 {
             pulls += 1;
             match self.pbx_in.jitter.pull(now) {
-                Pull::Frame(p) => {
+                Pull::Frame((p, at)) => {
+                    self.pbx_in.pulled_at = Some(at);
                     let start = t.to_wa_pcm.len();
                     if let Err(e) = t.pbx_decoder.decode(&p, &mut t.to_wa_pcm) {
                         warn!(error = %e, "pbx decode failed");
@@ -939,7 +969,11 @@ impl MediaRelay {
                 out.current = None;
             }
         }
-        self.transmits.push_back(Transmit { leg, packet });
+        self.transmits.push_back(Transmit {
+            leg,
+            packet,
+            received_at: None,
+        });
     }
 
     /// A frame is going to WhatsApp: if the PBX has been silent for
@@ -981,6 +1015,7 @@ impl Receiver {
             ssrc: None,
             stats: ReceiveStats::new(clock_rate_hz),
             jitter: JitterBuffer::new(jitter),
+            pulled_at: None,
             last_rx: now,
             seen: false,
             timeout_raised: false,

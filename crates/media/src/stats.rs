@@ -53,6 +53,9 @@ pub struct MediaStats {
     pub comfort_noise_runs: u64,
     /// Watchdog: media timeouts raised (each ends the call in the gateway).
     pub media_timeouts: u64,
+    /// Drops between the two sockets and the gateway's added latency (filled by the PBX
+    /// media driver; empty from the relay core alone).
+    pub path: crate::path::MediaPathStats,
 }
 
 /// RFC 3550 receiver state for one source.

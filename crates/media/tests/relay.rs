@@ -142,7 +142,7 @@ impl Run {
     }
 
     fn drain(&mut self) {
-        while let Some(Transmit { leg, packet }) = self.relay.poll_transmit() {
+        while let Some(Transmit { leg, packet, .. }) = self.relay.poll_transmit() {
             match leg {
                 Leg::Wa => self.to_wa.push(packet),
                 Leg::Pbx => self.to_pbx.push(packet),
@@ -1018,5 +1018,45 @@ proptest! {
         let wa_audio = run.to_wa.iter().filter(|p| p.pt == 111).count();
         let pbx_audio = run.to_pbx.iter().filter(|p| p.pt == pt).count();
         prop_assert!(wa_audio <= ticks && pbx_audio <= ticks);
+    }
+}
+
+/// The added latency a driver measures (send instant − `Transmit::received_at`) is the
+/// jitter buffer's hold time on the virtual clock: 2 frames × 20 ms before play-out starts,
+/// then each frame leaves at the first tick after it arrived.
+#[test]
+fn transmits_carry_receipt_instant_of_their_frame_in_both_directions() {
+    for (codec, pt) in [(Codec::Opus, 111), (Codec::Pcmu, 0)] {
+        let mut r = Run::new(config(codec, pt));
+        r.relay.open_wa_gate(r.now);
+        let mut wa = WaPhone::new(440.0);
+        let mut pbx = PbxPhone::new(codec, pt, 1000.0);
+        let t0 = r.now;
+        let mut latencies = Vec::new();
+        for i in 0..50u32 {
+            // packets arrive 3 ms after each tick
+            let arrive = t0 + Duration::from_millis(u64::from(20 * i + 3));
+            r.relay.handle_packet(Leg::Wa, wa.next(), arrive);
+            r.relay.handle_packet(Leg::Pbx, pbx.next(), arrive);
+            let tick = r.relay.poll_timeout().unwrap();
+            r.relay.handle_tick(tick);
+            while let Some(t) = r.relay.poll_transmit() {
+                if let Some(at) = t.received_at {
+                    assert!(at <= tick, "{codec:?}: frame sent before it arrived");
+                    latencies.push((t.leg, tick - at));
+                }
+            }
+        }
+        for leg in [Leg::Wa, Leg::Pbx] {
+            let l: Vec<_> = latencies.iter().filter(|(g, _)| *g == leg).collect();
+            assert!(l.len() >= 40, "{codec:?} {leg:?}: {} measured", l.len());
+            // steady state: frame i arrived at 20i+3 ms and leaves on a tick 17 ms + k·20 ms
+            // later, k frames of jitter-buffer depth
+            for (_, d) in &l[5..] {
+                let ms = d.as_millis();
+                assert_eq!(ms % 20, 17, "{codec:?} {leg:?}: {d:?}");
+                assert!(ms <= 57, "{codec:?} {leg:?}: {d:?}");
+            }
+        }
     }
 }

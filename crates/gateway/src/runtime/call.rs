@@ -22,7 +22,7 @@ use whatsip_media::sdp::{
 };
 use whatsip_media::webrtc::{WaCallHandle, WaLegEvent, WebRtcEndpoint};
 use whatsip_media::{
-    Codec as MediaCodec, Direction, Leg, MediaRelay, RelayConfig, RelayEvent, RtpPacket,
+    Codec as MediaCodec, Direction, Leg, MediaPath, MediaRelay, RelayConfig, RelayEvent, RtpPacket,
 };
 use whatsip_meta::side::WhatsAppSide;
 use whatsip_sip::endpoint::{ClientEvent, ClientTxnId, Endpoint, IncomingRequest, ack_for_2xx};
@@ -508,7 +508,8 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             WaLegEvent::Rtp(p) => {
                 if let Some(m) = &self.media {
                     // a full queue drops the frame, as a late packet would be
-                    let _ = m.handle.commands.try_send(MediaCommand::WaPacket(p));
+                    // (counted in the call's MediaPath as wa_to_pbx_queue_full)
+                    m.handle.send_wa_packet(p);
                 }
             }
             WaLegEvent::Connected => self.milestone(MilestoneKind::MediaConnected),
@@ -837,8 +838,9 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
+        let wa_path = self.wa.as_ref().map(|w| w.path().clone());
         let (handle, wa_out, events) =
-            start_pbx_leg(&self.shared, &negotiated, sockets, &self.span)?;
+            start_pbx_leg_on(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
         if negotiated.pbx_direction != Direction::SendRecv {
             let _ = handle
                 .commands
@@ -1002,6 +1004,14 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             match tokio::time::timeout(Duration::from_secs(5), m.handle.join).await {
                 Ok(Ok(stats)) => {
                     debug!(?stats, "pbx media stopped");
+                    let p = &stats.path;
+                    info!(
+                        dropped_toward_pbx = p.dropped_toward_pbx(),
+                        dropped_toward_wa = p.dropped_toward_wa(),
+                        wa_to_pbx_p99 = ?p.wa_to_pbx_latency.quantile_upper_bound(0.99),
+                        pbx_to_wa_p99 = ?p.pbx_to_wa_latency.quantile_upper_bound(0.99),
+                        "media path"
+                    );
                     self.cdr_lock().media_stats(&stats);
                 }
                 Ok(Err(e)) => warn!(error = %e, "pbx media task failed"),
@@ -1118,14 +1128,26 @@ pub(crate) fn start_pbx_leg(
     negotiated: &NegotiatedMedia,
     sockets: PbxSockets,
     span: &Span,
-) -> Result<
-    (
-        PbxMediaHandle,
-        mpsc::Receiver<RtpPacket>,
-        mpsc::Receiver<RelayEvent>,
-    ),
-    String,
-> {
+) -> Result<PbxLeg, String> {
+    start_pbx_leg_on(shared, negotiated, sockets, span, None)
+}
+
+/// The PBX leg's task, its packets toward WhatsApp and its events.
+pub(crate) type PbxLeg = (
+    PbxMediaHandle,
+    mpsc::Receiver<RtpPacket>,
+    mpsc::Receiver<RelayEvent>,
+);
+
+/// [`start_pbx_leg`] counting into the WhatsApp leg's media path
+/// ([`WaCallHandle::path`]), so drops and added latency cover both legs of the call.
+pub(crate) fn start_pbx_leg_on(
+    shared: &Shared,
+    negotiated: &NegotiatedMedia,
+    sockets: PbxSockets,
+    span: &Span,
+    wa_path: Option<MediaPath>,
+) -> Result<PbxLeg, String> {
     let relay_config = RelayConfig {
         ptime: shared.config.media.ptime,
         pbx_codec: negotiated.codec,
@@ -1143,6 +1165,7 @@ pub(crate) fn start_pbx_leg(
         negotiated.rtcp_mux,
     );
     rtp.buffers = SocketBuffers::both(shared.config.media.rtp_socket_buffer_bytes);
+    rtp.path = wa_path.unwrap_or_default();
     let handle = {
         let _entered = span.enter();
         spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
 use crate::codec::MediaError;
+use crate::path::{Flow, MediaPath, PathDrop};
 use crate::relay::{Direction, Leg, MediaRelay, RelayEvent};
 use crate::rtp::{RtpPacket, is_rtcp};
 use crate::sdp::PortAllocator;
@@ -54,14 +55,14 @@ impl SystemClock {
     }
 }
 
-/// Settings of one PBX media task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PbxRtpConfig {
-    /// Where the PBX's SDP says to send RTP.
 mod counters;
 
 pub use counters::{MediaCounters, MediaCountersSnapshot};
 
+/// Settings of one PBX media task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxRtpConfig {
+    /// Where the PBX's SDP says to send RTP.
     pub remote_rtp: SocketAddr,
     /// Where the PBX's SDP says to send RTCP (same as RTP with rtcp-mux).
     pub remote_rtcp: SocketAddr,
@@ -79,6 +80,10 @@ pub use counters::{MediaCounters, MediaCountersSnapshot};
     pub srtp: Option<SrtpKeys>,
     /// Kernel buffers of the call's RTP/RTCP sockets, applied when the task starts.
     pub buffers: SocketBuffers,
+    /// The call's drop counters and added-latency histograms; pass the WhatsApp leg's
+    /// ([`crate::webrtc::WaCallHandle::path`]) so both legs count into one path and the
+    /// latency spans the whole gateway.
+    pub path: MediaPath,
 }
 
 /// The two SDES master keys of an SRTP PBX leg.
@@ -104,6 +109,7 @@ impl PbxRtpConfig {
             cname: "whatsip".into(),
             srtp: None,
             buffers: SocketBuffers::PER_CALL_DEFAULT,
+            path: MediaPath::new(),
         }
     }
 }
@@ -208,6 +214,23 @@ pub struct PbxMediaHandle {
     pub commands: mpsc::Sender<MediaCommand>,
     /// Resolves to the call's final statistics when the task ends.
     pub join: JoinHandle<MediaStats>,
+    /// The call's media path counters (the one in [`PbxRtpConfig::path`]).
+    pub path: MediaPath,
+}
+
+impl PbxMediaHandle {
+    /// Hands one RTP packet from the WhatsApp leg to the task without waiting; a full queue
+    /// drops it (as a late packet would be) and counts [`PathDrop::WaToPbxQueueFull`].
+    pub fn send_wa_packet(&self, packet: RtpPacket) -> bool {
+        let ok = self
+            .commands
+            .try_send(MediaCommand::WaPacket(packet))
+            .is_ok();
+        if !ok {
+            self.path.count(PathDrop::WaToPbxQueueFull);
+        }
+        ok
+    }
 }
 
 /// Starts the PBX media task for one call. `wa_out` receives the packets for the WhatsApp
@@ -221,7 +244,24 @@ pub fn spawn_pbx_media(
     wa_out: mpsc::Sender<RtpPacket>,
     events: mpsc::Sender<RelayEvent>,
 ) -> PbxMediaHandle {
+    spawn_pbx_media_counted(relay, sockets, config, wa_out, events, MediaCounters::new())
+}
+
+/// [`spawn_pbx_media`] that also counts the session (by PBX codec) and the relay's watchdog
+/// interventions into `counters`, shared by every call of the process. The session counts
+/// from now until the task ends (or is aborted). Both run the task inside the caller's
+/// current tracing span.
+#[must_use]
+pub fn spawn_pbx_media_counted(
+    relay: MediaRelay,
+    sockets: PbxSockets,
+    config: PbxRtpConfig,
+    wa_out: mpsc::Sender<RtpPacket>,
+    events: mpsc::Sender<RelayEvent>,
+    counters: std::sync::Arc<MediaCounters>,
+) -> PbxMediaHandle {
     let (tx, rx) = mpsc::channel(256);
+    let path = config.path.clone();
     let session = counters::SessionGuard::start(counters.clone(), relay.stats().pbx_codec);
     // the task logs inside the caller's span (the gateway's per-call span, STYLE.md §6)
     let task = run(
@@ -231,7 +271,11 @@ pub fn spawn_pbx_media(
         task,
         tracing::Span::current(),
     ));
-    PbxMediaHandle { commands: tx, join }
+    PbxMediaHandle {
+        commands: tx,
+        join,
+        path,
+    }
 }
 
 /// Per-call sockets are many: their granted sizes go to `debug`, a cap to one `debug` line.
@@ -252,22 +296,6 @@ fn apply_buffers(sockets: &PbxSockets, buffers: &SocketBuffers) {
 }
 
 struct Latch {
-) -> PbxMediaHandle {
-    spawn_pbx_media_counted(relay, sockets, config, wa_out, events, MediaCounters::new())
-}
-
-/// [`spawn_pbx_media`] that also counts the session (by PBX codec) and the relay's watchdog
-/// interventions into `counters`, shared by every call of the process. The session counts
-/// from now until the task ends (or is aborted). Both run the task inside the caller's
-/// current tracing span.
-#[must_use]
-pub fn spawn_pbx_media_counted(
-    relay: MediaRelay,
-    sockets: PbxSockets,
-    config: PbxRtpConfig,
-    wa_out: mpsc::Sender<RtpPacket>,
-    events: mpsc::Sender<RelayEvent>,
-    counters: std::sync::Arc<MediaCounters>,
     addr: SocketAddr,
     latched: bool,
     last_rx: Option<Instant>,
@@ -309,6 +337,7 @@ impl Latch {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one task's whole state, moved in once
 async fn run(
     mut relay: MediaRelay,
     sockets: PbxSockets,
@@ -316,8 +345,11 @@ async fn run(
     mut commands: mpsc::Receiver<MediaCommand>,
     wa_out: mpsc::Sender<RtpPacket>,
     events: mpsc::Sender<RelayEvent>,
+    counters: std::sync::Arc<MediaCounters>,
+    _session: counters::SessionGuard,
 ) -> MediaStats {
     apply_buffers(&sockets, &config.buffers);
+    let path = config.path.clone();
     let mut rtp_latch = Latch::new(config.remote_rtp);
     let mut rtcp_latch = Latch::new(config.remote_rtcp);
     let mut buf = vec![0u8; 2048];
@@ -327,6 +359,7 @@ async fn run(
     let mut srtp_tx = config.srtp.as_ref().map(|k| SrtpContext::new(&k.local));
     let mut srtp_rx = config.srtp.as_ref().map(|k| SrtpContext::new(&k.remote));
     let mut plain = Vec::with_capacity(2048);
+    let mut watchdog = counters::WatchdogSeen::default();
     loop {
         let deadline = relay
             .poll_timeout()
@@ -334,7 +367,6 @@ async fn run(
             .min(next_rtcp);
         let rtcp_recv = async {
             match &sockets.rtcp {
-#[allow(clippy::too_many_arguments)] // one task's whole state, moved in once
                 Some(s) => s.recv_from(&mut rtcp_buf).await,
                 None => std::future::pending().await,
             }
@@ -342,10 +374,12 @@ async fn run(
         tokio::select! {
             cmd = commands.recv() => {
                 let now = SystemClock::now();
-    counters: std::sync::Arc<MediaCounters>,
-    _session: counters::SessionGuard,
                 match cmd {
-                    Some(MediaCommand::WaPacket(p)) => relay.handle_packet(Leg::Wa, p, now),
+                    Some(MediaCommand::WaPacket(p)) => {
+                        // the WhatsApp worker stamped when the datagram arrived
+                        let at = path.arrival(Flow::WaToPbx, p.seq.0).map_or(now, |t| t.min(now));
+                        relay.handle_packet(Leg::Wa, p, at);
+                    }
                     Some(MediaCommand::OpenWaGate) => relay.open_wa_gate(now),
                     Some(MediaCommand::SetPbxDirection(d)) => relay.set_pbx_direction(d, now),
                     Some(MediaCommand::SendDtmf { to, digit, duration }) => {
@@ -355,7 +389,6 @@ async fn run(
                     }
                     Some(MediaCommand::Stats(reply)) => {
                         let _ = reply.send(relay.stats());
-    let mut watchdog = counters::WatchdogSeen::default();
                     }
                     Some(MediaCommand::Stop) | None => break,
                 }
@@ -375,6 +408,7 @@ async fn run(
                             };
                             if let Err(e) = r {
                                 trace!(%src, error = %e, "dropping srtp packet");
+                                path.count(PathDrop::PbxRxRejected);
                                 plain.clear();
                             }
                         }
@@ -392,9 +426,14 @@ async fn run(
                                 Ok(p) => {
                                     if rtp_latch.observe(src, config.latch, config.relatch_after, now) {
                                         relay.handle_packet(Leg::Pbx, p, now);
+                                    } else {
+                                        path.count(PathDrop::PbxRxRejected);
                                     }
                                 }
-                                Err(e) => trace!(%src, error = %e, "dropping non-rtp datagram"),
+                                Err(e) => {
+                                    trace!(%src, error = %e, "dropping non-rtp datagram");
+                                    path.count(PathDrop::PbxRxRejected);
+                                }
                             }
                         }
                     }
@@ -457,12 +496,24 @@ async fn run(
                         debug!(error = %e, "srtp protect failed");
                         continue;
                     }
-                    if let Err(e) = sockets.rtp.send_to(&out, rtp_latch.addr).await {
-                        debug!(error = %e, "pbx rtp send failed");
+                    match sockets.rtp.send_to(&out, rtp_latch.addr).await {
+                        Ok(_) => {
+                            if let Some(at) = t.received_at {
+                                path.record_latency(Flow::WaToPbx, at, SystemClock::now());
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "pbx rtp send failed");
+                            path.count(PathDrop::PbxSendFailed);
+                        }
                     }
                 }
                 Leg::Wa => {
+                    if let Some(at) = t.received_at {
+                        path.stamp_arrival(Flow::PbxToWa, t.packet.seq.0, at);
+                    }
                     if wa_out.try_send(t.packet).is_err() {
+                        path.count(PathDrop::PbxToWaQueueFull);
                         warn!("whatsapp leg channel full or closed; dropping packet");
                     }
                 }
@@ -473,11 +524,13 @@ async fn run(
                 warn!("relay event channel full or closed; dropping event");
             }
         }
-    }
-    relay.stats()
-}
         watchdog.update(
             &counters,
             relay.comfort_noise_runs(),
             relay.media_timeouts(),
         );
+    }
+    let mut stats = relay.stats();
+    stats.path = path.stats();
+    stats
+}

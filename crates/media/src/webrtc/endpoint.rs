@@ -23,7 +23,8 @@ use tracing::{Span, debug, info, trace, warn};
 
 use super::{SdpSummary, WaLeg, WaLegConfig, WaLegError, WaLegEvent};
 use crate::RtpPacket;
-use crate::driver::SocketBuffers;
+use crate::driver::{SocketBuffers, SystemClock};
+use crate::path::{Flow, MediaPath, PathDrop};
 
 /// Configuration of the shared-socket endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,18 +89,21 @@ pub struct WaCallHandle {
     cmd: mpsc::Sender<Cmd>,
     events: mpsc::Receiver<WaCallEvent>,
     local_ufrag: String,
+    path: MediaPath,
 }
 
 enum Cmd {
     Answer {
         offer: String,
         span: Span,
+        path: MediaPath,
         remotes: Vec<SocketAddr>,
         events: mpsc::Sender<WaCallEvent>,
         reply: oneshot::Sender<Result<(u64, String, String), WaLegError>>,
     },
     Offer {
         span: Span,
+        path: MediaPath,
         events: mpsc::Sender<WaCallEvent>,
         reply: oneshot::Sender<Result<(u64, String, String), WaLegError>>,
     },
@@ -193,11 +197,13 @@ impl WebRtcEndpoint {
         let worker = self.place(&remotes);
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let (reply, rx) = oneshot::channel();
+        let path = MediaPath::new();
         worker
             .cmd
             .send(Cmd::Answer {
                 offer,
                 span: Span::current(),
+                path: path.clone(),
                 remotes,
                 events: events_tx,
                 reply,
@@ -211,6 +217,7 @@ impl WebRtcEndpoint {
                 cmd: worker.cmd.clone(),
                 events: events_rx,
                 local_ufrag: ufrag,
+                path,
             },
             sdp,
         ))
@@ -223,10 +230,12 @@ impl WebRtcEndpoint {
         let worker = self.place(&[]);
         let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
         let (reply, rx) = oneshot::channel();
+        let path = MediaPath::new();
         worker
             .cmd
             .send(Cmd::Offer {
                 span: Span::current(),
+                path: path.clone(),
                 events: events_tx,
                 reply,
             })
@@ -239,6 +248,7 @@ impl WebRtcEndpoint {
                 cmd: worker.cmd.clone(),
                 events: events_rx,
                 local_ufrag: ufrag,
+                path,
             },
             sdp,
         ))
@@ -281,6 +291,12 @@ impl WaCallHandle {
         &self.local_ufrag
     }
 
+    /// The call's media path: drop counters and added latency of both legs. Hand it to the
+    /// PBX leg ([`crate::driver::PbxRtpConfig::path`]) so both legs count into one.
+    pub fn path(&self) -> &MediaPath {
+        &self.path
+    }
+
     /// Applies Meta's answer to our offer.
     pub async fn accept_answer(&self, answer: String) -> Result<(), WaLegError> {
         let (reply, rx) = oneshot::channel();
@@ -307,14 +323,20 @@ impl WaCallHandle {
     }
 
     /// Queues one RTP packet without waiting; `false` when the worker queue is full (the
-    /// packet is dropped, as a late audio frame would be).
+    /// packet is dropped, as a late audio frame would be, and counted as
+    /// [`PathDrop::WaSendQueueFull`]).
     pub fn try_send_rtp(&self, packet: RtpPacket) -> bool {
-        self.cmd
+        let ok = self
+            .cmd
             .try_send(Cmd::SendRtp {
                 key: self.key,
                 packet,
             })
-            .is_ok()
+            .is_ok();
+        if !ok {
+            self.path.count(PathDrop::WaSendQueueFull);
+        }
+        ok
     }
 
     /// Next event; `None` once the call is gone.
@@ -337,16 +359,6 @@ impl Drop for WaCallHandle {
 /// Datagrams handled per wake-up after the first, before commands and timers get a turn.
 const RECV_BATCH: usize = 64;
 
-/// The only place this driver reads the clock (STYLE.md §1).
-struct SystemClock;
-
-impl SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now() -> Instant {
-        Instant::now()
-    }
-}
-
 struct Call {
     leg: WaLeg,
     /// The call's span (`Span::current()` when the call was created), entered for its work.
@@ -354,7 +366,9 @@ struct Call {
     events: mpsc::Sender<WaCallEvent>,
     timeout: Option<Instant>,
     addrs: Vec<SocketAddr>,
-    dropped_events: u64,
+    path: MediaPath,
+    /// Whether a dropped event was already logged (one `warn` per call).
+    drop_logged: bool,
 }
 
 struct WorkerTask {
@@ -428,6 +442,7 @@ impl WorkerTask {
             Cmd::Answer {
                 offer,
                 span,
+                path,
                 remotes,
                 events,
                 reply,
@@ -436,7 +451,7 @@ impl WorkerTask {
                 let _g = guard.enter();
                 let result = WaLeg::answer(&self.leg_config, &offer, now).map(|(leg, sdp)| {
                     let ufrag = leg.local_ufrag().to_owned();
-                    let key = self.insert(leg, span, events, remotes, now);
+                    let key = self.insert(leg, span, path, events, remotes, now);
                     (key, ufrag, sdp)
                 });
                 if let Err(e) = &result {
@@ -446,6 +461,7 @@ impl WorkerTask {
             }
             Cmd::Offer {
                 span,
+                path,
                 events,
                 reply,
             } => {
@@ -453,7 +469,7 @@ impl WorkerTask {
                 let _g = guard.enter();
                 let result = WaLeg::offer(&self.leg_config, now).map(|(leg, sdp)| {
                     let ufrag = leg.local_ufrag().to_owned();
-                    let key = self.insert(leg, span, events, Vec::new(), now);
+                    let key = self.insert(leg, span, path, events, Vec::new(), now);
                     (key, ufrag, sdp)
                 });
                 let _ = reply.send(result);
@@ -484,10 +500,21 @@ impl WorkerTask {
             }
             Cmd::SendRtp { key, packet } => {
                 if let Some(call) = self.calls.get_mut(&key) {
-                    if let Err(e) = call.leg.send_rtp(&packet, now) {
-                        trace!(error = %e, "rtp not sent");
+                    let received_at = call.path.arrival(Flow::PbxToWa, packet.seq.0);
+                    let path = call.path.clone();
+                    match call.leg.send_rtp(&packet, now) {
+                        Ok(()) => {
+                            self.flush(key, now);
+                            if let Some(at) = received_at {
+                                path.record_latency(Flow::PbxToWa, at, SystemClock::now());
+                            }
+                        }
+                        Err(e) => {
+                            trace!(error = %e, "rtp not sent");
+                            path.count(PathDrop::WaSendRejected);
+                            self.flush(key, now);
+                        }
                     }
-                    self.flush(key, now);
                 }
             }
             Cmd::HangUp { key } => {
@@ -505,6 +532,7 @@ impl WorkerTask {
         &mut self,
         leg: WaLeg,
         span: Span,
+        path: MediaPath,
         events: mpsc::Sender<WaCallEvent>,
         remotes: Vec<SocketAddr>,
         now: Instant,
@@ -525,7 +553,8 @@ impl WorkerTask {
                 events,
                 timeout: None,
                 addrs: remotes,
-                dropped_events: 0,
+                path,
+                drop_logged: false,
             },
         );
         self.n_calls.fetch_add(1, Ordering::Relaxed);
@@ -592,13 +621,23 @@ impl WorkerTask {
             if let Err(e) = self.socket.try_send_to(&d.contents, d.destination) {
                 // A full socket buffer drops the datagram like the network would.
                 trace!(error = %e, destination = %d.destination, "webrtc send failed");
+                call.path.count(PathDrop::WaSocketSendFailed);
             }
         }
         while let Some(event) = call.leg.poll_event() {
-            let is_rtp = matches!(event, WaLegEvent::Rtp(_));
+            let rtp_seq = match &event {
+                WaLegEvent::Rtp(p) => Some(p.seq.0),
+                _ => None,
+            };
+            if let Some(seq) = rtp_seq {
+                call.path.stamp_arrival(Flow::WaToPbx, seq, now);
+            }
             if let Err(e) = call.events.try_send(WaCallEvent { at: now, event }) {
-                call.dropped_events += 1;
-                if call.dropped_events == 1 || !is_rtp {
+                if rtp_seq.is_some() {
+                    call.path.count(PathDrop::WaEventQueueFull);
+                }
+                if !call.drop_logged || rtp_seq.is_none() {
+                    call.drop_logged = true;
                     warn!(error = %e, "call event dropped: consumer too slow or gone");
                 }
             }
