@@ -16,12 +16,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{
-    APP_SECRET, InboundHarness as Harness, InboundOpts, Kind, WAIT, assert_sipp_ok, free_port,
-    inbound_harness, tone_ok,
+    APP_SECRET, InboundHarness as Harness, InboundOpts, Kind, WAIT, assert_released,
+    assert_sipp_ok, free_port, inbound_harness, tone_ok,
 };
 use whatsip_gateway::runtime::MilestoneKind;
-use whatsip_sim::WaCallId;
 use whatsip_sim::core::CallState;
+use whatsip_sim::{Faults, GraphFault, GraphFaultRule, WaCallId};
 
 /// One test at a time: each runs two WebRTC peers, Opus codecs and SIPp.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -227,6 +227,15 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
         v["checks"]["pbx_options"], "unknown",
         "pings are off in this config"
     );
+    // no Graph request yet: /readyz probed GET settings, and the simulator answered
+    assert_eq!(v["checks"]["graph_api"], "reachable", "{body}");
+    assert!(
+        v["detail"]["graph_api"]
+            .as_str()
+            .unwrap()
+            .starts_with("settings_probe: answered"),
+        "{body}"
+    );
 
     answered_call(&mut h).await;
     for _ in 0..100 {
@@ -265,9 +274,19 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
     assert!(get("whatsip_rtp_packets_total{leg=\"whatsapp\"}") > 25.0);
     assert!(get("whatsip_rtp_packets_total{leg=\"pbx\"}") > 25.0);
     assert_eq!(get("whatsip_rtp_jitter_seconds_count{leg=\"pbx\"}"), 1.0);
-    // INVITE, ACK, BYE out at least; 100/180/200 and the BYE's 200 in
-    assert!(get("whatsip_sip_messages_total{flow=\"out\",method=\"all\",status=\"all\"}") >= 3.0);
-    assert!(get("whatsip_sip_messages_total{flow=\"in\",method=\"all\",status=\"all\"}") >= 3.0);
+    // the dialog by method and status (UDP: a retransmission may add to a count)
+    assert!(sip_count(&text, "out", "INVITE", "") >= 1.0, "{text}");
+    assert_eq!(sip_count(&text, "in", "INVITE", "180"), 1.0, "{text}");
+    assert!(sip_count(&text, "in", "INVITE", "200") >= 1.0, "{text}");
+    assert!(sip_count(&text, "out", "ACK", "") >= 1.0, "{text}");
+    assert!(sip_count(&text, "out", "BYE", "") >= 1.0, "{text}");
+    assert!(sip_count(&text, "in", "BYE", "200") >= 1.0, "{text}");
+    assert_eq!(sip_count(&text, "in", "INVITE", ""), 0.0, "{text}");
+    assert_eq!(
+        get("whatsip_transcoder_sessions{codec=\"PCMU\"}"),
+        0.0,
+        "the call's media session ended with it"
+    );
     assert_eq!(get("whatsip_webhook_signature_failures_total"), 0.0);
     assert_eq!(
         get("whatsip_graph_latency_seconds_count{action=\"pre_accept\"}"),
@@ -275,6 +294,10 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
     );
     assert_eq!(
         get("whatsip_graph_latency_seconds_count{action=\"accept\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_graph_latency_seconds_count{action=\"settings_probe\"}"),
         1.0
     );
     assert!(
@@ -585,4 +608,211 @@ async fn ops_sighup_reloads_the_dial_plan_for_new_calls() {
             .is_some_and(|s| s.contains("closed-now")),
         "{r:#}"
     );
+}
+
+/// The value of the `sip_messages_total` line of `flow`, `method` and `status` (empty for
+/// requests); 0 when the line is absent.
+fn sip_count(text: &str, flow: &str, method: &str, status: &str) -> f64 {
+    sample(
+        text,
+        &format!(
+            "whatsip_sip_messages_total{{flow=\"{flow}\",method=\"{method}\",status=\"{status}\"}}"
+        ),
+    )
+    .unwrap_or(0.0)
+}
+
+/// `/readyz`: HTTP status, `checks.graph_api` and `detail.graph_api`.
+async fn graph_readiness(addr: std::net::SocketAddr) -> (u16, String, String) {
+    let (status, body) = http_get(addr, "/readyz").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        status,
+        v["checks"]["graph_api"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        v["detail"]["graph_api"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_metrics_of_a_held_call_count_sip_by_method_transcoder_and_watchdog() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    // TCP: no retransmission, so every message count is exact
+    let Some(mut h) = harness(Kind::Tcp, "uas_wa_hold.xml", state.path(), admin).await else {
+        return;
+    };
+    let addr = h.gw.as_ref().unwrap().admin_addr().expect("admin enabled");
+    let id = h.user_calls().await;
+    h.wait_active(&id).await;
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back before hold: {status:?}");
+    // the call's PCMU media session counts while it runs
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "whatsip_transcoder_sessions{codec=\"PCMU\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "whatsip_transcoder_sessions{codec=\"PCMA\"}"),
+        Some(0.0)
+    );
+    // on hold (a=sendonly) the PBX sends nothing for 3 s: comfort noise keeps WhatsApp fed
+    assert!(
+        h.wait_milestone(|k| matches!(k, MilestoneKind::HoldChanged { on_hold: false }))
+            .await,
+        "no resume milestone"
+    );
+    h.sim.user_hangs_up(&id).await.unwrap();
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    assert_sipp_ok(&h.sipp_result().await);
+    assert!(
+        h.wait_milestone(|k| matches!(k, MilestoneKind::Ended { .. }))
+            .await
+    );
+    assert_released(h.gw.as_ref().unwrap()).await;
+
+    let (_, text) = http_get(addr, "/metrics").await;
+    assert_eq!(
+        sample(&text, "whatsip_transcoder_sessions{codec=\"PCMU\"}"),
+        Some(0.0),
+        "session ended with the call: {text}"
+    );
+    let comfort = sample(
+        &text,
+        "whatsip_watchdog_interventions_total{kind=\"comfort_noise\"}",
+    )
+    .unwrap();
+    assert!(comfort >= 1.0, "the held PBX was bridged: {text}");
+    assert_eq!(
+        sample(
+            &text,
+            "whatsip_watchdog_interventions_total{kind=\"media_timeout\"}"
+        ),
+        Some(0.0)
+    );
+    // the whole dialog, message by message: INVITE/180/200/ACK, two re-INVITEs from the
+    // PBX (each 100 + 200, then ACK), our BYE and its 200
+    let expect = [
+        ("out", "INVITE", "", 1.0),
+        ("in", "INVITE", "180", 1.0),
+        ("in", "INVITE", "200", 1.0),
+        ("out", "ACK", "", 1.0),
+        ("in", "INVITE", "", 2.0),
+        ("out", "INVITE", "100", 2.0),
+        ("out", "INVITE", "200", 2.0),
+        ("in", "ACK", "", 2.0),
+        ("out", "BYE", "", 1.0),
+        ("in", "BYE", "200", 1.0),
+    ];
+    for (flow, method, status, want) in expect {
+        assert_eq!(
+            sip_count(&text, flow, method, status),
+            want,
+            "{flow} {method} {status}:\n{text}"
+        );
+    }
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with("whatsip_sip_messages_total{"))
+        .count();
+    assert_eq!(lines, expect.len(), "no other message: {text}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_readyz_follows_graph_reachability_and_errors_carry_meta_codes() {
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    // the readiness probe finds Meta silent once; the call's pre_accept gets Meta's 138004
+    let faults = Faults {
+        graph: vec![
+            GraphFaultRule {
+                endpoint: Some("settings".into()),
+                action: None,
+                fault: GraphFault::NoResponse,
+                times: Some(1),
+            },
+            GraphFaultRule {
+                endpoint: Some("calls".into()),
+                action: Some("pre_accept".into()),
+                fault: GraphFault::Error { code: 138_004 },
+                times: Some(1),
+            },
+        ],
+        ..Faults::default()
+    };
+    // no SIPp: a call whose pre_accept fails never rings the PBX
+    let Some(h) = inbound_harness(InboundOpts {
+        admin_port: Some(admin),
+        state: Some(state.path()),
+        faults,
+        rtp_base: 45_000,
+        ..InboundOpts::new(Kind::Udp, None)
+    })
+    .await
+    else {
+        return;
+    };
+    let addr = h.gw.as_ref().unwrap().admin_addr().expect("admin enabled");
+
+    // nothing was sent yet: /readyz probes GET settings, which Meta never answers
+    let (status, graph, detail) = graph_readiness(addr).await;
+    assert_eq!((status, graph.as_str()), (503, "unreachable"), "{detail}");
+    assert!(detail.starts_with("settings_probe: "), "{detail}");
+    // the verdict is kept: a second /readyz does not probe again
+    let (status, graph, _) = graph_readiness(addr).await;
+    assert_eq!((status, graph.as_str()), (503, "unreachable"));
+    let probes = h
+        .sim
+        .graph_requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/settings"))
+        .count();
+    assert_eq!(probes, 1, "one bounded probe");
+
+    // a call: pre_accept answered with Meta's error body, then the reject
+    let id = h.user_calls().await;
+    h.sim
+        .wait_for_graph_request(WAIT, |r| r.is_call_action("reject"))
+        .await
+        .expect("the gateway rejected the call");
+    h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
+    // the call task recorded its Graph requests before it left
+    assert_released(h.gw.as_ref().unwrap()).await;
+    assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
+    let (status, graph, detail) = graph_readiness(addr).await;
+    assert_eq!(
+        (status, graph.as_str()),
+        (200, "reachable"),
+        "any http reply proves meta reachable: {detail}"
+    );
+
+    let (_, text) = http_get(addr, "/metrics").await;
+    let get = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("{p} missing in\n{text}"));
+    assert_eq!(
+        get("whatsip_graph_errors_total{action=\"pre_accept\",code=\"138004\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_graph_errors_total{action=\"settings_probe\",code=\"transport\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("whatsip_graph_latency_seconds_count{action=\"reject\"}"),
+        1.0
+    );
+    assert!(
+        !text.contains("whatsip_graph_errors_total{action=\"reject\""),
+        "{text}"
+    );
+    h.finish().await;
 }

@@ -4,6 +4,7 @@
 //! record into it. Names follow Prometheus conventions: `whatsip_` prefix, base units
 //! (seconds), counters end in `_total` on the wire.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -13,6 +14,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use whatsip_media::driver::MediaCounters;
+use whatsip_meta::GraphError;
+use whatsip_sip::endpoint::SipMessageCount;
 
 /// Call direction label.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -75,7 +79,7 @@ pub struct SipLabels {
     pub flow: String,
     /// Request method, or the CSeq method of a response.
     pub method: String,
-    /// Response status code, empty for requests.
+    /// Response status code (`100`..`699`, only codes that occurred), empty for requests.
     pub status: String,
 }
 
@@ -153,6 +157,10 @@ pub struct Metrics {
     pub watchdog_interventions: Family<WatchdogLabels, Counter>,
     /// Media sessions in progress by PBX codec (transcoding or pass-through).
     pub transcoder_sessions: Family<CodecLabels, Gauge>,
+    /// The media tasks' own counters (sessions by codec, watchdog interventions), copied
+    /// into `transcoder_sessions` and `watchdog_interventions` at scrape time. Every PBX
+    /// media task of the process counts into this one set.
+    pub media: Arc<MediaCounters>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -204,6 +212,7 @@ impl Metrics {
             rtp_loss_ratio: Family::new_with_constructor(ratio_histogram),
             watchdog_interventions: Family::default(),
             transcoder_sessions: Family::default(),
+            media: MediaCounters::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -318,6 +327,63 @@ impl Metrics {
         }
     }
 
+    /// Records one Graph API request: latency by action, and on failure an error labelled
+    /// with [`graph_error_code`].
+    pub fn graph_request(
+        &self,
+        action: &str,
+        took: std::time::Duration,
+        error: Option<&(dyn std::error::Error + 'static)>,
+    ) {
+        self.graph_latency_seconds
+            .get_or_create(&GraphLabels {
+                action: action.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(e) = error {
+            self.graph_errors
+                .get_or_create(&GraphErrorLabels {
+                    action: action.to_owned(),
+                    code: graph_error_code(e),
+                })
+                .inc();
+        }
+    }
+
+    /// Copies the SIP endpoint's per-method/status counters into `sip_messages` (the
+    /// source is monotonic; requests get an empty `status`).
+    pub fn sample_sip(&self, counts: &[SipMessageCount]) {
+        for c in counts {
+            let l = SipLabels {
+                flow: c.flow.as_str().to_owned(),
+                method: c.method.to_owned(),
+                status: c.status.map(|s| s.to_string()).unwrap_or_default(),
+            };
+            catch_up(&self.sip_messages.get_or_create(&l), c.count);
+        }
+    }
+
+    /// Copies the media tasks' counters into `transcoder_sessions` (set) and
+    /// `watchdog_interventions` (monotonic).
+    pub fn sample_media(&self) {
+        let m = self.media.snapshot();
+        for (codec, n) in &m.sessions {
+            let l = CodecLabels {
+                codec: (*codec).to_owned(),
+            };
+            self.transcoder_sessions
+                .get_or_create(&l)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        for (kind, n) in [
+            ("comfort_noise", m.comfort_noise),
+            ("media_timeout", m.media_timeouts),
+        ] {
+            let l = WatchdogLabels { kind: kind.into() };
+            catch_up(&self.watchdog_interventions.get_or_create(&l), n);
+        }
+    }
+
     /// Renders every metric in the OpenMetrics text format (content type
     /// `application/openmetrics-text; version=1.0.0; charset=utf-8`).
     pub fn encode(&self) -> String {
@@ -341,12 +407,153 @@ impl Metrics {
     }
 }
 
+/// Raises `counter` to `value` (the source is itself monotonic).
+pub(crate) fn catch_up(counter: &Counter, value: u64) {
+    let now = counter.get();
+    if value > now {
+        counter.inc_by(value - now);
+    }
+}
+
+/// The `code` label of a failed Graph request: Meta's error code (`138006`), else
+/// `http_<status>` for a non-2xx reply without Meta's error body, `transport` when no reply
+/// came (connection refused, timeout, broken connection), `invalid_reply` for a 2xx whose
+/// body was not understood, `invalid_request` for a request that could not be built, and
+/// `other` for an error that is not a [`GraphError`].
+pub fn graph_error_code(error: &(dyn std::error::Error + 'static)) -> String {
+    let Some(e) = error.downcast_ref::<GraphError>() else {
+        return "other".into();
+    };
+    if let Some(code) = e.meta_code() {
+        return code.code().to_string();
+    }
+    match e {
+        GraphError::Connect { .. } | GraphError::Timeout { .. } | GraphError::Transport { .. } => {
+            "transport".into()
+        }
+        GraphError::InvalidReply { .. } => "invalid_reply".into(),
+        GraphError::InvalidRequest { .. } => "invalid_request".into(),
+        other => match other.http_status() {
+            Some(status) => format!("http_{status}"),
+            None => "other".into(),
+        },
+    }
+}
+
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whatsip_meta::MetaErrorCode;
+    use whatsip_meta::graph::MetaError;
+    use whatsip_sip::endpoint::SipFlow;
+
+    #[test]
+    fn sip_counts_become_flow_method_status_lines() {
+        let m = Metrics::new();
+        let count = |flow, method, status, count| SipMessageCount {
+            flow,
+            method,
+            status,
+            count,
+        };
+        m.sample_sip(&[
+            count(SipFlow::Out, "INVITE", None, 1),
+            count(SipFlow::In, "INVITE", Some(180), 1),
+            count(SipFlow::In, "INVITE", Some(200), 2),
+        ]);
+        // a later scrape catches up, never double counts
+        m.sample_sip(&[count(SipFlow::In, "INVITE", Some(200), 3)]);
+        let text = m.encode();
+        for (line, want) in [
+            (
+                "whatsip_sip_messages_total{flow=\"out\",method=\"INVITE\",status=\"\"}",
+                1.0,
+            ),
+            (
+                "whatsip_sip_messages_total{flow=\"in\",method=\"INVITE\",status=\"180\"}",
+                1.0,
+            ),
+            (
+                "whatsip_sip_messages_total{flow=\"in\",method=\"INVITE\",status=\"200\"}",
+                3.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, line), Some(want), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn media_counters_feed_sessions_and_watchdog_at_scrape() {
+        let m = Metrics::new();
+        m.sample_media();
+        let text = m.encode();
+        for codec in ["PCMU", "PCMA", "G722", "opus_passthrough"] {
+            let line = format!("whatsip_transcoder_sessions{{codec=\"{codec}\"}}");
+            assert_eq!(sample(&text, &line), Some(0.0), "{line}\n{text}");
+        }
+        for kind in ["comfort_noise", "media_timeout"] {
+            let line = format!("whatsip_watchdog_interventions_total{{kind=\"{kind}\"}}");
+            assert_eq!(sample(&text, &line), Some(0.0), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn graph_errors_are_labelled_by_meta_code_http_status_or_transport() {
+        let meta = GraphError::Meta(Box::new(MetaError {
+            http_status: 403,
+            code: MetaErrorCode::from_code(138_006),
+            subcode: None,
+            message: "no permission".into(),
+            error_type: None,
+            details: None,
+            fbtrace_id: None,
+        }));
+        let bare = GraphError::UnexpectedStatus {
+            http_status: 502,
+            body: "<html>".into(),
+        };
+        let refused = GraphError::Connect {
+            reason: "refused".into(),
+        };
+        let slow = GraphError::Timeout { timeout_ms: 15_000 };
+        assert_eq!(graph_error_code(&meta), "138006");
+        assert_eq!(graph_error_code(&bare), "http_502");
+        assert_eq!(graph_error_code(&refused), "transport");
+        assert_eq!(graph_error_code(&slow), "transport");
+        assert_eq!(graph_error_code(&std::fmt::Error), "other");
+
+        let m = Metrics::new();
+        let took = std::time::Duration::from_millis(20);
+        m.graph_request("pre_accept", took, None);
+        m.graph_request("connect", took, Some(&meta));
+        m.graph_request("accept", took, Some(&refused));
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "whatsip_graph_errors_total{action=\"connect\",code=\"138006\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "whatsip_graph_errors_total{action=\"accept\",code=\"transport\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "whatsip_graph_latency_seconds_count{action=\"pre_accept\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(!text.contains("action=\"pre_accept\",code="), "{text}");
+    }
 
     fn sample(text: &str, prefix: &str) -> Option<f64> {
         text.lines()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{Instrument, Span, debug, info, warn};
 use whatsip_media::driver::{
-    MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, SocketBuffers, spawn_pbx_media,
+    MediaCommand, PbxMediaHandle, PbxRtpConfig, PbxSockets, SocketBuffers, spawn_pbx_media_counted,
 };
 use whatsip_media::sdp::{
     LocalMedia, NegotiatedMedia, PbxSdpConfig, PortAllocator, answer_offer, build_offer,
@@ -465,11 +465,14 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
                 return;
             }
         };
-        super::ops_cdr::record_graph(
-            &self.shared.metrics,
+        super::ops_admin::graph_request_done(
+            &self.shared,
             action.as_str(),
             SystemClock::now().saturating_duration_since(started),
-            result.is_ok(),
+            result
+                .as_ref()
+                .err()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
         );
         let ok = match result {
             Ok(()) => true,
@@ -1166,9 +1169,18 @@ pub(crate) fn start_pbx_leg_on(
     );
     rtp.buffers = SocketBuffers::both(shared.config.media.rtp_socket_buffer_bytes);
     rtp.path = wa_path.unwrap_or_default();
+    // the media task runs inside the call's span (wa_call_id, sip_call_id: STYLE.md §6)
+    // and counts in the process-wide media counters (transcoder sessions, watchdog)
     let handle = {
         let _entered = span.enter();
-        spawn_pbx_media(relay, sockets, rtp, wa_tx, ev_tx)
+        spawn_pbx_media_counted(
+            relay,
+            sockets,
+            rtp,
+            wa_tx,
+            ev_tx,
+            shared.metrics.media.clone(),
+        )
     };
     Ok((handle, wa_out, events))
 }

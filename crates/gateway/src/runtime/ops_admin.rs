@@ -7,15 +7,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -23,17 +23,34 @@ use whatsip_meta::rt::WebhookStats;
 
 use super::RuntimeError;
 use super::call::Shared;
-use crate::ops::metrics::{CONTENT_TYPE, Metrics, SipLabels, TransportErrorLabels};
+use super::clock::SystemClock;
+use crate::ops::metrics::{CONTENT_TYPE, Metrics, TransportErrorLabels, catch_up};
 
 const PBX_UP: u8 = 1;
 const PBX_DOWN: u8 = 2;
+/// A Graph API outcome younger than this answers `/readyz` without a probe.
+const GRAPH_FRESH: Duration = Duration::from_secs(30);
+/// Bound of the `/readyz` probe (`GET /<PHONE_NUMBER_ID>/settings`, reference §4.2).
+const GRAPH_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Health facts the runtime learns as it goes (lock-free).
+/// Health facts the runtime learns as it goes (atomics; the Graph outcome under a mutex).
 /// PBX reachability is unknown (0) until the first OPTIONS ping answers or times out.
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     pbx: AtomicU8,
     draining: AtomicBool,
+    /// The last Graph API outcome (any request of any call, or the readiness probe).
+    graph: Mutex<Option<GraphSeen>>,
+    /// Held while a readiness probe runs: concurrent `/readyz` never probe twice.
+    graph_probe: tokio::sync::Mutex<()>,
+}
+
+/// What the gateway last learned about the Graph API.
+#[derive(Debug, Clone)]
+struct GraphSeen {
+    reachable: bool,
+    at: Instant,
+    detail: String,
 }
 
 impl Health {
@@ -51,6 +68,42 @@ impl Health {
     /// Whether new calls are refused.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A Graph API request ended: any HTTP reply (even an error) proves Meta reachable; a
+    /// transport failure (refused, timed out, broken connection) says it is not. Errors
+    /// that are not [`whatsip_meta::GraphError`]s say nothing.
+    pub(crate) fn graph_observed(
+        &self,
+        action: &str,
+        error: Option<&(dyn std::error::Error + 'static)>,
+    ) {
+        let (reachable, detail) = match error {
+            None => (true, format!("{action}: answered")),
+            Some(e) => match e.downcast_ref::<whatsip_meta::GraphError>() {
+                Some(g) => {
+                    let transport = matches!(
+                        g,
+                        whatsip_meta::GraphError::Connect { .. }
+                            | whatsip_meta::GraphError::Timeout { .. }
+                            | whatsip_meta::GraphError::Transport { .. }
+                    );
+                    let text = g.to_string();
+                    let text = text.get(..200).unwrap_or(&text);
+                    (!transport, format!("{action}: {text}"))
+                }
+                None => return,
+            },
+        };
+        *self.graph.lock().unwrap_or_else(|e| e.into_inner()) = Some(GraphSeen {
+            reachable,
+            at: SystemClock::now(),
+            detail,
+        });
+    }
+
+    fn graph_seen(&self) -> Option<GraphSeen> {
+        self.graph.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn pbx(&self) -> &'static str {
@@ -154,29 +207,25 @@ impl Drop for AdminServer {
     }
 }
 
-/// Raises `counter` to `value` (the source is itself monotonic).
-fn catch_up(counter: &Counter, value: u64) {
-    let now = counter.get();
-    if value > now {
-        counter.inc_by(value - now);
-    }
+/// Records one Graph API request of the gateway: latency and error code in the metrics,
+/// reachability for `/readyz`.
+pub(crate) fn graph_request_done(
+    shared: &Shared,
+    action: &str,
+    took: Duration,
+    error: Option<&(dyn std::error::Error + 'static)>,
+) {
+    shared.metrics.graph_request(action, took, error);
+    shared.health.graph_observed(action, error);
 }
 
 fn sample_foreign_counters(state: &AdminState, m: &Metrics) {
     let web = state.webhook_stats.snapshot();
     catch_up(&m.webhook_signature_failures, web.bad_signature);
 
+    m.sample_sip(&state.shared.sip.message_counts());
+    m.sample_media();
     let t = state.shared.sip.transport().stats();
-    let sip = |flow: &str| SipLabels {
-        flow: flow.into(),
-        method: "all".into(),
-        status: "all".into(),
-    };
-    catch_up(
-        &m.sip_messages.get_or_create(&sip("in")),
-        t.messages_received,
-    );
-    catch_up(&m.sip_messages.get_or_create(&sip("out")), t.messages_sent);
     for (kind, value) in [
         ("frame", t.frame_errors),
         ("parse", t.parse_errors),
@@ -223,7 +272,9 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     let health = &state.shared.health;
     let pbx = health.pbx();
     let draining = health.is_draining();
-    let ready = sip_listening && webhook_listening && pbx != "down" && !draining;
+    let (graph, graph_detail) = graph_check(&state.shared).await;
+    let ready =
+        sip_listening && webhook_listening && pbx != "down" && graph != "unreachable" && !draining;
     let body = serde_json::json!({
         "ready": ready,
         "checks": {
@@ -231,8 +282,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             "sip_listening": sip_listening,
             "webhook_listening": webhook_listening,
             "pbx_options": pbx,
-            "graph_api": "unknown",
+            "graph_api": graph,
             "draining": draining,
+        },
+        "detail": {
+            "graph_api": graph_detail,
         },
         "calls_in_progress": state.shared.registry.len(),
     });
@@ -247,4 +301,96 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// Graph API reachability for `/readyz`: `reachable`, `unreachable` or `unknown`, and why.
+/// A recent outcome of any Graph request answers at once; otherwise one bounded probe,
+/// `GET /<PHONE_NUMBER_ID>/settings` (reference §4.2: read-only, no side effect), runs for
+/// the first business number, and its outcome is kept like any other request's. The probe
+/// uses its own one-attempt client built from the live config.
+async fn graph_check(shared: &Shared) -> (&'static str, String) {
+    let describe = |seen: &GraphSeen, now: Instant| {
+        let age = now.saturating_duration_since(seen.at).as_secs();
+        let status = if seen.reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        };
+        (status, format!("{} ({age} s ago)", seen.detail))
+    };
+    let now = SystemClock::now();
+    let seen = shared.health.graph_seen();
+    if let Some(s) = &seen
+        && now.saturating_duration_since(s.at) < GRAPH_FRESH
+    {
+        return describe(s, now);
+    }
+    let Ok(_probing) = shared.health.graph_probe.try_lock() else {
+        // another /readyz is probing right now: report what is known
+        return match &seen {
+            Some(s) => describe(s, now),
+            None => ("unknown", "graph probe in progress".to_owned()),
+        };
+    };
+    let (client, phone_number_id) = match probe_client(&shared.live_config.snapshot()) {
+        Ok(Some(c)) => c,
+        Ok(None) => return ("unknown", "no business number to probe".to_owned()),
+        Err(why) => return ("unknown", format!("graph probe not built: {why}")),
+    };
+    let started = SystemClock::now();
+    let probe = client.settings(&phone_number_id, false);
+    match tokio::time::timeout(GRAPH_PROBE_TIMEOUT, probe).await {
+        Ok(result) => {
+            let took = SystemClock::now().saturating_duration_since(started);
+            let error = result.as_ref().err();
+            graph_request_done(
+                shared,
+                "settings_probe",
+                took,
+                error.map(|e| e as &(dyn std::error::Error + 'static)),
+            );
+        }
+        Err(_) => {
+            let e = whatsip_meta::GraphError::Timeout {
+                timeout_ms: u64::try_from(GRAPH_PROBE_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            };
+            graph_request_done(shared, "settings_probe", GRAPH_PROBE_TIMEOUT, Some(&e));
+        }
+    }
+    match shared.health.graph_seen() {
+        Some(s) => describe(&s, SystemClock::now()),
+        None => ("unknown", "graph probe gave no answer".to_owned()),
+    }
+}
+
+/// A Graph client for the readiness probe from the live config (the reloaded token and
+/// URL), one attempt bounded by [`GRAPH_PROBE_TIMEOUT`], and the first business number by
+/// phone-number id; `None` without business numbers.
+fn probe_client(
+    config: &crate::config::Config,
+) -> Result<Option<(whatsip_meta::rt::GraphClient, whatsip_meta::PhoneNumberId)>, String> {
+    let mut ids: Vec<&str> = config
+        .business_numbers
+        .iter()
+        .map(|b| b.phone_number_id.as_str())
+        .collect();
+    ids.sort_unstable();
+    let Some(id) = ids.first() else {
+        return Ok(None);
+    };
+    let id = whatsip_meta::PhoneNumberId::parse(*id).map_err(|e| e.to_string())?;
+    let api_version = whatsip_meta::graph::ApiVersion::parse(&config.meta.api_version)
+        .map_err(|e| e.to_string())?;
+    let client = whatsip_meta::rt::GraphClient::new(
+        whatsip_meta::rt::GraphClientConfig {
+            base_url: config.meta.graph_base_url.clone(),
+            api_version,
+            request_timeout: GRAPH_PROBE_TIMEOUT,
+            max_attempts: 1,
+            ..whatsip_meta::rt::GraphClientConfig::default()
+        },
+        whatsip_meta::AccessToken::new(config.meta.access_token.expose()),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some((client, id)))
 }

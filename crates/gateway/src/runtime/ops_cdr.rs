@@ -25,9 +25,7 @@ use super::clock::SystemClock;
 use super::milestone::MilestoneKind;
 use crate::call::{InboundEnd, OutboundEnd, OutboundFailure};
 use crate::config::CdrConfig;
-use crate::ops::metrics::{
-    CallDirection, GraphErrorLabels, GraphLabels, LegLabels, MediaLeg, Metrics,
-};
+use crate::ops::metrics::{CallDirection, LegLabels, MediaLeg, Metrics};
 
 /// How many CDR jobs may queue for the writer thread.
 const QUEUE: usize = 1024;
@@ -168,26 +166,6 @@ fn writer_loop(mut store: CdrStore, mut rx: mpsc::Receiver<Job>, path: String) {
         }
     }
     debug!(path, "cdr writer stopped");
-}
-
-/// Records one Graph API request of a call: latency by action, and an error by action.
-/// (The WhatsApp side's error type is opaque here, so the `code` label is `failed`.)
-pub(crate) fn record_graph(metrics: &Metrics, action: &str, took: Duration, ok: bool) {
-    metrics
-        .graph_latency_seconds
-        .get_or_create(&GraphLabels {
-            action: action.to_owned(),
-        })
-        .observe(took.as_secs_f64());
-    if !ok {
-        metrics
-            .graph_errors
-            .get_or_create(&GraphErrorLabels {
-                action: action.to_owned(),
-                code: "failed".to_owned(),
-            })
-            .inc();
-    }
 }
 
 /// Writes the record of an inbound call refused before it got a call task (dial plan
@@ -397,7 +375,11 @@ impl CallCdr {
             MilestoneKind::Accepted => {
                 self.record.answer_at = Some(wall_now());
                 snapshot = true;
-                if let (Some(m), Some(t)) = (&self.metrics, self.pbx_answered) {
+                // inbound only: a business-initiated call has no `accept` (the milestone
+                // marks the 200 OK to the PBX, in the same turn as its answer)
+                if let (Some(m), Some(t), Direction::Inbound) =
+                    (&self.metrics, self.pbx_answered, self.record.direction)
+                {
                     m.setup_answer_to_accept_seconds.observe(
                         SystemClock::now()
                             .saturating_duration_since(t)
@@ -582,23 +564,6 @@ fn classify_outbound(
 mod tests {
     use super::*;
     use crate::types::SipStatus;
-
-    #[test]
-    fn graph_requests_feed_latency_and_errors() {
-        let m = Metrics::new();
-        record_graph(&m, "pre_accept", Duration::from_millis(20), true);
-        record_graph(&m, "accept", Duration::from_millis(40), false);
-        let text = m.encode();
-        assert!(
-            text.contains("whatsip_graph_latency_seconds_count{action=\"accept\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("whatsip_graph_errors_total{action=\"accept\",code=\"failed\"} 1\n"),
-            "{text}"
-        );
-        assert!(!text.contains("action=\"pre_accept\",code="), "{text}");
-    }
 
     #[test]
     fn refusal_causes_are_label_safe() {

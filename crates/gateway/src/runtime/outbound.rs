@@ -624,12 +624,19 @@ impl OutTask {
         if permission == Permission::Unknown
             && let Some(wa) = self.wa_id()
         {
-            match self
+            let started = SystemClock::now();
+            let queried = self
                 .side
                 .client()
                 .call_permissions(self.side.phone_number_id(), &wa)
-                .await
-            {
+                .await;
+            graph_done(
+                &self.shared,
+                "call_permissions",
+                started,
+                queried.as_ref().err(),
+            );
+            match queried {
                 Ok(p) => {
                     let permission = match p.status {
                         PermissionStatus::Permanent => Permission::Permanent,
@@ -942,7 +949,10 @@ impl OutTask {
             );
             return;
         };
-        let result = match self.side.connect(&wa, &offer, None).await {
+        let started = SystemClock::now();
+        let connected = self.side.connect(&wa, &offer, None).await;
+        graph_done(&self.shared, "connect", started, connected.as_ref().err());
+        let result = match connected {
             Ok(id) => {
                 self.span.record("wa_call_id", id.as_str());
                 info!("graph connect sent");
@@ -973,9 +983,16 @@ impl OutTask {
             .handle(OutboundInput::ConnectResult(result), SystemClock::now());
     }
 
+    async fn terminate(&self, id: &whatsip_meta::WaCallId) -> Result<(), whatsip_meta::GraphError> {
+        let started = SystemClock::now();
+        let r = self.side.terminate(id).await;
+        graph_done(&self.shared, "terminate", started, r.as_ref().err());
+        r
+    }
+
     async fn send_graph(&mut self, action: GraphAction) {
         let ok = match (&self.wa_call_id, action) {
-            (Some(id), GraphAction::Terminate) => match self.side.terminate(id).await {
+            (Some(id), GraphAction::Terminate) => match self.terminate(id).await {
                 Ok(()) => {
                     info!("graph terminate sent");
                     true
@@ -1012,13 +1029,21 @@ impl OutTask {
         }
         let text = self.shared.config.outbound.permission_request_text.clone();
         let side = self.side.clone();
+        let shared = self.shared.clone();
         tokio::spawn(
             async move {
-                match side
+                let started = SystemClock::now();
+                let sent = side
                     .client()
                     .send_call_permission_request(side.phone_number_id(), &wa, text.as_deref())
-                    .await
-                {
+                    .await;
+                graph_done(
+                    &shared,
+                    "call_permission_request",
+                    started,
+                    sent.as_ref().err(),
+                );
+                match sent {
                     Ok(_) => info!("call permission request sent"),
                     Err(e) => warn!(error = %e, "call permission request failed"),
                 }
@@ -1342,6 +1367,21 @@ async fn sleep_opt(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
+}
+
+/// Records a Graph request of a business-initiated call (metrics and `/readyz`).
+fn graph_done(
+    shared: &Shared,
+    action: &str,
+    started: Instant,
+    error: Option<&whatsip_meta::GraphError>,
+) {
+    super::ops_admin::graph_request_done(
+        shared,
+        action,
+        SystemClock::now().saturating_duration_since(started),
+        error.map(|e| e as &(dyn std::error::Error + 'static)),
+    );
 }
 
 #[cfg(test)]
