@@ -478,6 +478,12 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             Ok(()) => true,
             Err(e) => {
                 warn!(action = action.as_str(), error = %e, "graph request failed");
+                // the side is generic; the Graph client's error carries Meta's code
+                let code = (&e as &(dyn std::error::Error + 'static))
+                    .downcast_ref::<whatsip_meta::GraphError>()
+                    .and_then(whatsip_meta::GraphError::meta_code)
+                    .map(|c| c.code());
+                self.cdr_lock().graph_error_code(code);
                 self.milestone(MilestoneKind::GraphFailed {
                     action: action.as_str(),
                 });

@@ -291,6 +291,18 @@ impl CallCdr {
         }
     }
 
+    /// A Graph request of the call failed with Meta error `code` (the first one is kept).
+    pub(crate) fn graph_error_code(&mut self, code: Option<i64>) {
+        if self.record.ending.meta_error_code.is_none() {
+            self.record.ending.meta_error_code = code;
+        }
+    }
+
+    /// The gateway refused a business-initiated call toward the PBX with final `status`.
+    pub(crate) fn final_sip_status(&mut self, status: u16) {
+        self.record.ending.sip_status = Some(status);
+    }
+
     /// Meta gave the business-initiated call its id: the record is keyed by it from now on.
     pub(crate) fn set_wa_call_id(&mut self, id: &str) {
         self.record.wa_call_id = id.to_owned();

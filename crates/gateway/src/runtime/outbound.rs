@@ -1175,6 +1175,7 @@ impl OutTask {
             self.milestone(MilestoneKind::Refused {
                 reason: format!("{} {}", reply.status.code(), reply.reason),
             });
+            self.cdr_lock().final_sip_status(reply.status.code());
             let resp = failure_response(&self.invite.request, &reply, &self.to_tag);
             self.send_response(resp).await;
         }
