@@ -577,6 +577,78 @@ mod tests {
     use super::*;
     use crate::types::SipStatus;
 
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn a_business_initiated_call_feeds_outbound_metrics_and_no_accept_latency() {
+        let m = Arc::new(Metrics::new());
+        let mut cdr = CallCdr::outbound(
+            None,
+            Some(m.clone()),
+            "+4930901820",
+            "+4915112345678",
+            "agents-out",
+            "abc@pbx",
+        );
+        cdr.observe(
+            &MilestoneKind::Answered {
+                codec: "PCMA".into(),
+            },
+            None,
+        );
+        cdr.observe(&MilestoneKind::Accepted, None);
+        let leg = |packets| LegStats {
+            packets_received: packets,
+            packets_lost: 2,
+            jitter: Duration::from_millis(3),
+            ..LegStats::default()
+        };
+        cdr.media_stats(&MediaStats {
+            wa: leg(98),
+            pbx: leg(48),
+            pbx_codec: whatsip_media::Codec::Pcma,
+            passthrough: false,
+            comfort_noise_runs: 0,
+            media_timeouts: 0,
+            path: whatsip_media::MediaPathStats::default(),
+        });
+        cdr.complete_outbound(Some(&OutboundEnd::PbxHangup), false, "pbx hangup");
+        let text = m.encode();
+        let get = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("{p} missing in\n{text}"));
+        assert_eq!(
+            get("whatsip_call_attempts_total{direction=\"outbound\"}"),
+            1.0
+        );
+        assert_eq!(
+            get("whatsip_calls_in_progress{direction=\"outbound\"}"),
+            0.0
+        );
+        assert_eq!(
+            get("whatsip_calls_answered_total{direction=\"outbound\"}"),
+            1.0
+        );
+        assert_eq!(
+            get("whatsip_answer_seizure_ratio{direction=\"outbound\"}"),
+            1.0
+        );
+        assert_eq!(
+            get("whatsip_call_duration_seconds_count{direction=\"outbound\"}"),
+            1.0
+        );
+        assert_eq!(get("whatsip_rtp_packets_total{leg=\"whatsapp\"}"), 98.0);
+        assert_eq!(get("whatsip_rtp_lost_total{leg=\"pbx\"}"), 2.0);
+        assert_eq!(get("whatsip_rtp_jitter_seconds_count{leg=\"pbx\"}"), 1.0);
+        assert_eq!(get("whatsip_rtp_loss_ratio_count{leg=\"whatsapp\"}"), 1.0);
+        // the inbound-only set-up histograms stay empty
+        assert_eq!(get("whatsip_setup_answer_to_accept_seconds_count"), 0.0);
+        assert_eq!(get("whatsip_setup_webhook_to_invite_seconds_count"), 0.0);
+    }
+
     #[test]
     fn refusal_causes_are_label_safe() {
         assert_eq!(cause("pbx rejected 486"), "pbx_rejected_486");
