@@ -1,4 +1,10 @@
 //! Per-call milestones published on the gateway's broadcast channel.
+//!
+//! Each milestone carries the wall-clock time it was emitted at ([`CallMilestone::at_unix_us`]),
+//! and the JSON log line `call milestone` has it as `at_us`: the load harness
+//! (`examples/bench_load.rs`) computes the gateway's own setup latency from these, e.g.
+//! [`MilestoneKind::OfferReceived`] → [`MilestoneKind::InviteSent`] and
+//! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`].
 
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +53,8 @@ pub enum MilestoneKind {
         /// The status (408 for a timeout, 503 for a transport error).
         status: u16,
     },
+    /// Our `accept` request is on its way to Meta (the PBX answered).
+    AcceptSent,
     /// Meta accepted our `accept`; the media gate is open.
     Accepted,
     /// ICE and DTLS with Meta are up.
@@ -86,9 +94,29 @@ pub struct CallMilestone {
     pub sip_call_id: Option<String>,
     /// What happened.
     pub kind: MilestoneKind,
+    /// When it was emitted: wall clock, microseconds since the Unix epoch.
+    pub at_unix_us: i64,
 }
 
 impl CallMilestone {
+    /// A milestone stamped now.
+    pub fn new(wa_call_id: &str, sip_call_id: Option<String>, kind: MilestoneKind) -> Self {
+        let at_unix_us = Self::now_unix_us();
+        Self {
+            wa_call_id: wa_call_id.to_owned(),
+            sip_call_id,
+            kind,
+            at_unix_us,
+        }
+    }
+
+    /// The wall clock now, in microseconds since the Unix epoch (the stamp of a milestone).
+    pub fn now_unix_us() -> i64 {
+        super::clock::SystemClock::wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
     /// A short human description (`INVITE sent to sip:2000@pbx`).
     pub fn description(&self) -> String {
         self.kind.to_string()
@@ -110,6 +138,7 @@ impl fmt::Display for MilestoneKind {
             Self::PbxFailed { attempt, status } => {
                 write!(f, "{status} from the PBX (attempt {attempt})")
             }
+            Self::AcceptSent => write!(f, "accept sent"),
             Self::Accepted => write!(f, "accept ok, media gate open"),
             Self::MediaConnected => write!(f, "media connected (ICE + DTLS up)"),
             Self::Dtmf {
@@ -144,5 +173,19 @@ impl fmt::Display for CallMilestone {
             write!(f, " / {c}")?;
         }
         write!(f, "] {}", self.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_milestone_is_stamped_with_the_wall_clock() {
+        let before = super::super::clock::SystemClock::timestamp().as_microsecond();
+        let m = CallMilestone::new("wacid.1", None, MilestoneKind::AcceptSent);
+        let after = super::super::clock::SystemClock::timestamp().as_microsecond();
+        assert!(before <= m.at_unix_us && m.at_unix_us <= after, "{m:?}");
+        assert_eq!(m.to_string(), "[wacid.1] accept sent");
     }
 }
