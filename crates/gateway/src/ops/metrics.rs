@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use whatsip_media::driver::MediaCounters;
+use whatsip_media::{Flow, LatencyObserver};
 use whatsip_meta::GraphError;
 use whatsip_sip::endpoint::SipMessageCount;
 
@@ -157,6 +158,13 @@ pub struct Metrics {
     pub watchdog_interventions: Family<WatchdogLabels, Counter>,
     /// Media sessions in progress by PBX codec (transcoding or pass-through).
     pub transcoder_sessions: Family<CodecLabels, Gauge>,
+    /// Time a media packet spent inside the gateway, from its receipt on one leg to the
+    /// send of the packet it became on the other (jitter buffer and transcoding included),
+    /// by direction (`wa_to_pbx`, `pbx_to_wa`), seconds.
+    pub media_added_latency_seconds: HistogramFamily<MediaFlowLabels>,
+    /// The two series of `media_added_latency_seconds`, resolved once: media tasks observe
+    /// into them per packet without a label lookup.
+    media_added_latency: [Histogram; 2],
     /// The media tasks' own counters (sessions by codec, watchdog interventions), copied
     /// into `transcoder_sessions` and `watchdog_interventions` at scrape time. Every PBX
     /// media task of the process counts into this one set.
@@ -180,6 +188,29 @@ fn jitter_histogram() -> Histogram {
 
 fn ratio_histogram() -> Histogram {
     Histogram::new([0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+}
+
+/// Labels of the media added-latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaFlowLabels {
+    /// `wa_to_pbx` or `pbx_to_wa`.
+    pub direction: String,
+}
+
+fn added_latency_histogram() -> Histogram {
+    // 50 µs … 200 ms (the media crate's per-call buckets).
+    Histogram::new(whatsip_media::path::LATENCY_BUCKETS_S)
+}
+
+/// Every call's media path reports its added latency here.
+impl LatencyObserver for Metrics {
+    fn observe(&self, flow: Flow, latency: std::time::Duration) {
+        let i = match flow {
+            Flow::WaToPbx => 0,
+            Flow::PbxToWa => 1,
+        };
+        self.media_added_latency[i].observe(latency.as_secs_f64());
+    }
 }
 
 impl Default for Metrics {
@@ -212,6 +243,8 @@ impl Metrics {
             rtp_loss_ratio: Family::new_with_constructor(ratio_histogram),
             watchdog_interventions: Family::default(),
             transcoder_sessions: Family::default(),
+            media_added_latency_seconds: Family::new_with_constructor(added_latency_histogram),
+            media_added_latency: [added_latency_histogram(), added_latency_histogram()],
             media: MediaCounters::new(),
             registry: Registry::default(),
         };
@@ -294,7 +327,23 @@ impl Metrics {
             "Media sessions in progress by PBX codec",
             m.transcoder_sessions.clone(),
         );
-        Self { registry, ..m }
+        registry.register(
+            "media_added_latency_seconds",
+            "Media packet time inside the gateway, receipt on one leg to send on the other",
+            m.media_added_latency_seconds.clone(),
+        );
+        let media_added_latency = [Flow::WaToPbx, Flow::PbxToWa].map(|f| {
+            m.media_added_latency_seconds
+                .get_or_create(&MediaFlowLabels {
+                    direction: f.as_str().to_owned(),
+                })
+                .clone()
+        });
+        Self {
+            registry,
+            media_added_latency,
+            ..m
+        }
     }
 
     /// Counts an attempt and marks the call in progress.
@@ -646,5 +695,43 @@ mod tests {
             ),
             Some(1.0)
         );
+    }
+}
+
+#[cfg(test)]
+mod added_latency_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use whatsip_media::{Flow, MediaPath};
+
+    use super::Metrics;
+
+    #[test]
+    fn media_path_latency_reaches_the_prometheus_histogram_by_direction() {
+        let metrics = Arc::new(Metrics::new());
+        let text = metrics.encode();
+        // both series exist before the first call
+        assert!(
+            text.contains("whatsip_media_added_latency_seconds_count{direction=\"wa_to_pbx\"} 0")
+        );
+        let path = MediaPath::new();
+        path.set_observer(metrics.clone());
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        path.record_latency(Flow::WaToPbx, t0, t0 + Duration::from_micros(80));
+        path.record_latency(Flow::PbxToWa, t0, t0 + Duration::from_millis(30));
+        path.record_latency(Flow::PbxToWa, t0, t0 + Duration::from_millis(30));
+        let text = metrics.encode();
+        for line in [
+            "whatsip_media_added_latency_seconds_count{direction=\"wa_to_pbx\"} 1",
+            "whatsip_media_added_latency_seconds_bucket{le=\"0.0001\",direction=\"wa_to_pbx\"} 1",
+            "whatsip_media_added_latency_seconds_bucket{le=\"0.00005\",direction=\"wa_to_pbx\"} 0",
+            "whatsip_media_added_latency_seconds_count{direction=\"pbx_to_wa\"} 2",
+            "whatsip_media_added_latency_seconds_bucket{le=\"0.02\",direction=\"pbx_to_wa\"} 0",
+            "whatsip_media_added_latency_seconds_bucket{le=\"0.05\",direction=\"pbx_to_wa\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -1175,6 +1175,7 @@ pub(crate) fn start_pbx_leg_on(
     );
     rtp.buffers = SocketBuffers::both(shared.config.media.rtp_socket_buffer_bytes);
     rtp.path = wa_path.unwrap_or_default();
+    rtp.path.set_observer(shared.metrics.clone());
     // the media task runs inside the call's span (wa_call_id, sip_call_id: STYLE.md §6)
     // and counts in the process-wide media counters (transcoder sessions, watchdog)
     let handle = {
