@@ -18,10 +18,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::cdr::{CdrExpect, PbxLeg};
 use common::{
-    InboundHarness as Harness, InboundOpts, Kind, PNID, WAIT, assert_sipp_ok, inbound_harness,
-    tone_ok,
+    BUSINESS, CUSTOMER, InboundHarness as Harness, InboundOpts, Kind, PNID, WAIT, assert_sipp_ok,
+    inbound_harness, tone_ok,
 };
+use whatsip_cdr::{HangupSide, Outcome};
 use whatsip_gateway::runtime::MilestoneKind;
 use whatsip_sim::core::{CallState, UserCall};
 use whatsip_sim::{FaultAction, FaultRule, Faults, GraphFault, GraphFaultRule, WaId, WebhookMatch};
@@ -35,6 +37,14 @@ async fn harness(kind: Kind, scenario: &str, ring_timeout_s: u64) -> Option<Harn
         ..InboundOpts::new(kind, Some(scenario))
     })
     .await
+}
+
+/// What the CDR of call `id` from [`CUSTOMER`], routed by the `e2e-agents` rule to
+/// `sip:{target}@…`, must say.
+fn cdr(outcome: Outcome, id: &whatsip_sim::WaCallId, target: &str) -> CdrExpect {
+    CdrExpect::inbound(BUSINESS, CUSTOMER, outcome)
+        .wa_call_id(id.as_str())
+        .route("e2e-agents", Some(&format!("sip:{target}@127.0.0.1")))
 }
 
 /// `scenario: None` starts no SIPp (the PBX must never be contacted).
@@ -105,6 +115,15 @@ async fn answered_call_with_echo(kind: Kind) {
     assert!(m.contains("telephone-event/8000"), "{m}");
 
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    // one digit pressed, echoed back by the PBX: two digits carried
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .dtmf(2)
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     let pos = |want: &dyn Fn(&MilestoneKind) -> bool| ms.iter().position(want);
     let pre = pos(&|k| matches!(k, MilestoneKind::PreAccepted)).expect("pre_accept");
@@ -143,6 +162,13 @@ async fn busy(kind: Kind) {
     assert_sipp_ok(&run);
     assert!(run.messages.contains("486 Busy Here"), "{}", run.messages);
     assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
+    cdr(Outcome::Rejected, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .hangup(HangupSide::Pbx)
+        .sip_status(486)
+        .reason("pbx rejected 486")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         ms.iter().any(
@@ -188,6 +214,13 @@ async fn no_answer(kind: Kind) {
         run.messages
     );
     assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
+    cdr(Outcome::NoAnswer, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .hangup(HangupSide::Gateway)
+        .sip_status(487)
+        .reason("no answer")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         ms.iter()
@@ -223,6 +256,13 @@ async fn pbx_bye(kind: Kind) {
     assert_sipp_ok(&run);
     assert!(run.messages.contains("SIP/2.0 200 OK"), "{}", run.messages);
     assert_eq!(h.graph_actions(), ["pre_accept", "accept", "terminate"]);
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::Pbx)
+        .reason("pbx hangup")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         ms.iter()
@@ -297,6 +337,13 @@ async fn hold_and_resume(kind: Kind) {
     // eregs); Meta saw nothing of it
     assert!(run.messages.contains("a=recvonly"), "{}", run.messages);
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     h.finish().await;
 }
 
@@ -311,6 +358,9 @@ async fn e2e_udp_shutdown_ends_a_live_call_on_both_legs() {
         .wait_for_call_state(&id, CallState::Active, WAIT)
         .await
         .unwrap();
+    // media flowing both ways before the shutdown (the CDR's media quality)
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back: {status:?}");
     let gw = h.gw.take().unwrap();
     assert_eq!(gw.calls_in_progress(), 1);
     gw.shutdown().await;
@@ -327,6 +377,14 @@ async fn e2e_udp_shutdown_ends_a_live_call_on_both_legs() {
         ),
         "{ms:?}"
     );
+    // written before `shutdown()` returned
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::Gateway)
+        .reason("gateway shutdown")
+        .check(&h.released_cdr(&id).await);
     h.sim.shutdown().await;
 }
 
@@ -355,6 +413,8 @@ async fn e2e_udp_duplicate_connect_webhook_rings_the_pbx_once() {
         })
         .await
         .expect("the simulator re-delivered the connect webhook");
+    let (status, ok) = h.phone().wait_for(WAIT, tone_ok).await;
+    assert!(ok, "tone not heard back: {status:?}");
     h.sim.user_hangs_up(&id).await.unwrap();
     h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
     let run = h.sipp_result().await;
@@ -362,6 +422,14 @@ async fn e2e_udp_duplicate_connect_webhook_rings_the_pbx_once() {
     let invites = run.messages.matches("INVITE sip:agent@").count();
     assert_eq!(invites, 1, "{}", run.messages);
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    // one record although the offer came twice
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     h.finish().await;
 }
 
@@ -395,6 +463,11 @@ async fn e2e_terminate_before_connect_starts_no_ghost_call() {
         .expect("connect delivered late");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.graph_actions().is_empty(), "{:?}", h.graph_actions());
+    // KNOWN GAP (issue 8, "one record per call attempt"): the late connect of a call Meta
+    // already terminated is dropped by the dispatcher without a record. Until it writes a
+    // `cancelled` one, this pins today's behaviour so the change is noticed.
+    let all = common::cdr::final_records(&h.cdr_db);
+    assert!(all.is_empty(), "{all:#?}");
     let ms = h.finish().await;
     assert!(
         !ms.iter()
@@ -435,6 +508,13 @@ async fn session_timer_refreshes(kind: Kind) {
     assert_sipp_ok(&run);
     assert!(run.messages.contains("Require: timer"), "{}", run.messages);
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         !ms.iter()
@@ -475,6 +555,14 @@ async fn e2e_udp_busy_takes_the_dial_plan_fallback() {
     assert!(m.contains("486 Busy Here"), "{m}");
     // Meta saw one call: pre_accept once, accept once, no reject in between
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    // one record for the attempt, naming the target that answered and its leg
+    cdr(Outcome::Answered, &id, "overflow")
+        .pbx_leg(Harness::pbx_call_id(&run, "overflow"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     let invites: Vec<usize> = ms
         .iter()
@@ -512,6 +600,11 @@ async fn e2e_pre_accept_failure_rejects_and_never_rings_the_pbx() {
         .expect("the gateway rejected the call");
     h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
     assert_eq!(h.graph_actions(), ["pre_accept", "reject"]);
+    cdr(Outcome::Failed, &id, "agent")
+        .hangup(HangupSide::Gateway)
+        .meta("pre_accept failed", Some(138004))
+        .reason("graph pre_accept failed")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         !ms.iter()
@@ -549,6 +642,14 @@ async fn e2e_udp_accept_failure_byes_the_pbx_and_terminates() {
     let status = h.phone().status().expect("phone ran after pre_accept");
     assert!(status.connected || status.terminated, "{status:?}");
     assert_eq!(status.audio.packets_received, 0, "{status:?}");
+    // the PBX answered, WhatsApp never did: not an answered call
+    cdr(Outcome::Failed, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .hangup(HangupSide::Gateway)
+        .meta("accept failed", Some(138004))
+        .reason("graph accept failed")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         !ms.iter().any(|k| matches!(k, MilestoneKind::Accepted)),
@@ -617,6 +718,24 @@ async fn e2e_udp_five_concurrent_calls_each_hear_their_echo() {
     assert_eq!(actions.iter().filter(|a| *a == "pre_accept").count(), 5);
     assert_eq!(actions.iter().filter(|a| *a == "accept").count(), 5);
     assert_eq!(actions.len(), 10, "{actions:?}");
+    // one answered record per call, each with its own customer and PBX leg
+    let mut legs = std::collections::HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let r = h.released_cdr(id).await;
+        CdrExpect::inbound(BUSINESS, &format!("49151000000{i:02}"), Outcome::Answered)
+            .wa_call_id(id.as_str())
+            .route("e2e-agents", Some("sip:agent@127.0.0.1"))
+            .pbx_leg(PbxLeg::Some)
+            .rang()
+            .answered("PCMU")
+            .hangup(HangupSide::WhatsApp)
+            .reason("whatsapp hangup")
+            .check(&r);
+        assert!(
+            legs.insert(r.pbx_call_id.clone()),
+            "PBX Call-ID shared: {r:?}"
+        );
+    }
     h.finish().await;
 }
 
@@ -650,6 +769,14 @@ async fn e2e_udp_pbx_digest_challenge_is_answered_with_trunk_credentials() {
         run.messages
     );
     assert_eq!(h.graph_actions(), ["pre_accept", "accept"]);
+    // the challenge is part of the one attempt: no SIP error left in the record
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     h.finish().await;
 }
 
@@ -681,12 +808,37 @@ async fn answered_call_in_codec(scenario: &str, codecs: &str, want_codec: &str, 
     h.sim.user_presses(&id, "7").await.unwrap();
     let (status, ok) = phone.wait_for(WAIT, |s| s.audio.digits.contains('7')).await;
     assert!(ok, "{want_codec}: digit not echoed back: {status:?}");
+    // the digit is counted once it ended, on both legs
+    for from_whatsapp in [true, false] {
+        let done = h
+            .wait_milestone(|k| {
+                *k == MilestoneKind::Dtmf {
+                    digit: '7',
+                    from_whatsapp,
+                }
+            })
+            .await;
+        assert!(
+            done,
+            "{want_codec}: digit from_whatsapp={from_whatsapp}: {:?}",
+            h.milestones()
+        );
+    }
     h.sim.user_hangs_up(&id).await.unwrap();
     h.sim.wait_for_call_end(&id, WAIT).await.unwrap();
     let run = h.sipp_result().await;
     assert_sipp_ok(&run);
     // our offer carried the codec the PBX then chose
     assert!(run.messages.contains(rtpmap), "{}", run.messages);
+    // one digit pressed, echoed back by the PBX: two digits carried
+    cdr(Outcome::Answered, &id, "agent")
+        .pbx_leg(Harness::pbx_call_id(&run, "agent"))
+        .rang()
+        .answered(want_codec)
+        .dtmf(2)
+        .hangup(HangupSide::WhatsApp)
+        .reason("whatsapp hangup")
+        .check(&h.released_cdr(&id).await);
     let ms = h.finish().await;
     assert!(
         ms.iter().any(|k| matches!(k, MilestoneKind::Answered { codec } if codec.eq_ignore_ascii_case(want_codec) || codec.to_ascii_uppercase().starts_with(&want_codec.to_ascii_uppercase()))),

@@ -17,10 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
+use common::cdr::{CdrExpect, PbxLeg};
 use common::{
-    CUSTOMER as USER, PNID, SippRun, TempDir, TestEnv, WAIT, assert_released, assert_sipp_ok,
-    free_port, meta_toml, run_sipp, sipp, sipp_scenario, start_sim,
+    BUSINESS, CUSTOMER as USER, PNID, SippRun, TempDir, TestEnv, WAIT, assert_released,
+    assert_sipp_ok, free_port, meta_toml, run_sipp, sipp, sipp_scenario, start_sim,
 };
+use whatsip_cdr::{CallRecord, HangupSide, Outcome};
 use whatsip_gateway::config::Config;
 use whatsip_gateway::runtime::{Gateway, GatewayHandle};
 use whatsip_sim::core::{
@@ -243,20 +245,21 @@ impl Harness {
             .count()
     }
 
-    /// The final CDR of the one business-initiated call, once its task wrote it.
-    async fn outbound_cdr(&self) -> whatsip_cdr::CallRecord {
-        let db = self.dir.0.join("cdr.db");
-        for _ in 0..200 {
-            if let Ok(store) =
-                whatsip_cdr::CdrStore::open(&db, whatsip_cdr::StoreOptions::default())
-                && let Ok(mut all) = store.list(&whatsip_cdr::CdrFilter::default())
-                && let Some(r) = all.pop()
-            {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no CDR written in {}", db.display());
+    /// Every final CDR, read as soon as the gateway released every call (no live call, no
+    /// RTP port): each must be committed by then.
+    async fn released_cdrs(&self) -> Vec<CallRecord> {
+        assert_released(self.gw.as_ref().unwrap()).await;
+        common::cdr::final_records(&self.dir.0.join("cdr.db"))
+    }
+
+    /// The one final CDR of the call SIPp placed in `run` (found by its SIP Call-ID), read
+    /// as soon as the gateway released the call.
+    async fn cdr_of(&self, run: &SippRun) -> (CallRecord, PbxLeg) {
+        let call_id = common::cdr::sip_call_id_in(&run.messages, "INVITE sip:")
+            .unwrap_or_else(|| panic!("no INVITE in SIPp's log:\n{}", run.messages));
+        assert_released(self.gw.as_ref().unwrap()).await;
+        let r = common::cdr::record_for_sip(&self.dir.0.join("cdr.db"), &call_id);
+        (r, PbxLeg::CallId(call_id))
     }
 
     /// Waits until no call and no RTP port is held, then shuts everything down.
@@ -276,6 +279,16 @@ fn received_statuses(run: &SippRun) -> Vec<u16> {
         .filter_map(|l| l.get(..3)?.parse().ok())
         .collect()
 }
+
+/// What the CDR of a call from the business to [`USER`], routed by `out-intl`, must say.
+fn cdr(outcome: Outcome, leg: PbxLeg) -> CdrExpect {
+    CdrExpect::outbound(BUSINESS, USER, outcome)
+        .route("out-intl", None)
+        .pbx_leg(leg)
+}
+
+/// The rate card's 0.0600 EUR a minute for +49, in micro-units.
+const RATE_49: i64 = 60_000;
 
 fn answer_behaviour() -> BusinessCallBehaviour {
     BusinessCallBehaviour::Answer {
@@ -362,31 +375,17 @@ async fn e2e_out_user_answers_media_flows_pbx_hangs_up() {
         .unwrap();
     assert_eq!(connect.body["to"], USER);
     assert_eq!(connect.body["session"]["sdp_type"], "offer");
-    // the CDR: keyed by Meta's call id, answered, billed in 6-second pulses
-    let cdr = h.outbound_cdr().await;
-    assert!(cdr.wa_call_id.starts_with("wacid."), "{cdr:?}");
-    assert_eq!(cdr.direction, whatsip_cdr::Direction::Outbound);
-    assert_eq!(cdr.outcome, whatsip_cdr::Outcome::Answered, "{cdr:?}");
-    assert_eq!(cdr.customer_number, USER);
-    assert_eq!(
-        cdr.ending.hangup_by,
-        Some(whatsip_cdr::HangupSide::Pbx),
-        "{cdr:?}"
-    );
-    let pulses = cdr.billable_pulses.expect("billed");
-    assert_eq!(pulses, whatsip_cdr::billable_pulses(cdr.talk_time()));
-    assert!(pulses >= 1, "{cdr:?}");
-    let cost = cdr.estimated_cost.clone().expect("rate card applied");
-    assert_eq!(cost.currency, "EUR");
-    assert_eq!(
-        cost.micros,
-        i64::from(pulses) * 6_000,
-        "0.06/min = 0.006 per pulse"
-    );
-    assert!(
-        cdr.media_pbx_to_wa.is_some_and(|m| m.packets > 0),
-        "{cdr:?}"
-    );
+    // the CDR: keyed by Meta's call id, answered, billed in 6-second pulses; the digit
+    // pressed on the phone and its echo from the PBX are two digits carried
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Answered, leg)
+        .meta_assigned()
+        .rang()
+        .answered("PCMU")
+        .dtmf(2)
+        .hangup(HangupSide::Pbx)
+        .billed_at(RATE_49)
+        .check(&r);
     h.finish().await;
 }
 
@@ -419,9 +418,14 @@ async fn e2e_out_user_rejects_603() {
     );
     // REJECTED is followed by Meta's terminate webhook: no terminate from us
     assert_eq!(h.call_actions(), ["connect"]);
-    let cdr = h.outbound_cdr().await;
-    assert_eq!(cdr.outcome, whatsip_cdr::Outcome::Rejected, "{cdr:?}");
-    assert_eq!(cdr.billable_pulses, Some(0), "{cdr:?}");
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Rejected, leg)
+        .meta_assigned()
+        .rang()
+        .hangup(HangupSide::WhatsApp)
+        .sip_status(603)
+        .billed_at(RATE_49)
+        .check(&r);
     h.finish().await;
 }
 
@@ -450,6 +454,13 @@ async fn e2e_out_no_answer_480_and_terminate() {
         .await;
     assert!(term.is_ok(), "{:?}", h.call_actions());
     assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::NoAnswer, leg)
+        .meta_assigned()
+        .rang()
+        .hangup(HangupSide::Gateway)
+        .sip_status(480)
+        .check(&r);
     h.finish().await;
 }
 
@@ -486,6 +497,12 @@ async fn e2e_out_no_permission_403_without_connect_or_request() {
             .iter()
             .any(|r| r.method == "GET" && r.path.ends_with("/call_permissions"))
     );
+    // refused before Meta: keyed by the PBX Call-ID
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Refused, leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .check(&r);
     h.finish().await;
 }
 
@@ -513,7 +530,13 @@ async fn e2e_out_no_permission_sends_request_then_rate_limit_refuses_next() {
             "attempt {attempt}: {}",
             run.messages
         );
+        let (r, leg) = h.cdr_of(&run).await;
+        cdr(Outcome::Refused, leg)
+            .hangup(HangupSide::Gateway)
+            .sip_status(403)
+            .check(&r);
     }
+    assert_eq!(h.released_cdrs().await.len(), 3, "one record per attempt");
     h.sim
         .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
         .await
@@ -546,6 +569,11 @@ async fn e2e_out_permission_granted_by_webhook_then_call_connects() {
         "{}",
         run.messages
     );
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Refused, leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .check(&r);
     h.sim
         .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
         .await
@@ -575,6 +603,15 @@ async fn e2e_out_permission_granted_by_webhook_then_call_connects() {
         .await
         .unwrap();
     assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Answered, leg)
+        .meta_assigned()
+        .rang()
+        .answered("PCMU")
+        .hangup(HangupSide::Pbx)
+        .billed_at(RATE_49)
+        .check(&r);
+    assert_eq!(h.released_cdrs().await.len(), 2, "one record per attempt");
     h.finish().await;
 }
 
@@ -604,6 +641,13 @@ async fn e2e_out_pbx_cancel_while_ringing_terminates_487() {
         .await;
     assert!(term.is_ok(), "{:?}", h.call_actions());
     assert_eq!(h.call_actions(), ["connect", "terminate"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Cancelled, leg)
+        .meta_assigned()
+        .rang()
+        .hangup(HangupSide::Pbx)
+        .sip_status(487)
+        .check(&r);
     h.finish().await;
 }
 
@@ -644,6 +688,13 @@ async fn e2e_out_blocked_business_country_403_nothing_sent() {
         "{:?}",
         h.sim.graph_requests()
     );
+    let (r, leg) = h.cdr_of(&run).await;
+    CdrExpect::outbound("12025550123", USER, Outcome::Refused)
+        .route("out-us", None)
+        .pbx_leg(leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .check(&r);
     h.finish().await;
 }
 
@@ -682,6 +733,12 @@ async fn e2e_out_meta_concurrency_error_503() {
     assert!(run.messages.contains("138002"), "{}", run.messages);
     assert!(run.messages.contains("Retry-After: "), "{}", run.messages);
     assert_eq!(h.call_actions(), ["connect"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Failed, leg)
+        .hangup(HangupSide::Gateway)
+        .meta("connect failed", Some(138002))
+        .sip_status(503)
+        .check(&r);
     h.finish().await;
 }
 
@@ -719,6 +776,16 @@ async fn e2e_out_sip_info_dtmf_reaches_the_phone() {
         .wait_for_graph_request(WAIT, |r| r.action.as_deref() == Some("terminate"))
         .await
         .unwrap();
+    // one INFO digit sent
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Answered, leg)
+        .meta_assigned()
+        .rang()
+        .answered("PCMU")
+        .dtmf(1)
+        .hangup(HangupSide::Pbx)
+        .billed_at(RATE_49)
+        .check(&r);
     h.finish().await;
 }
 
@@ -752,6 +819,10 @@ async fn e2e_out_invite_from_outside_the_trunk_acl_is_refused() {
         "{:?}",
         h.sim.graph_requests()
     );
+    // not a trunk call attempt: refused at the SIP layer, no record (anyone on the network
+    // could fill the store otherwise)
+    let all = h.released_cdrs().await;
+    assert!(all.is_empty(), "{all:#?}");
     h.finish().await;
 }
 
@@ -793,6 +864,10 @@ async fn e2e_out_invite_without_credentials_is_challenged() {
         "{:?}",
         h.sim.graph_requests()
     );
+    // not a trunk call attempt: refused at the SIP layer, no record (anyone on the network
+    // could fill the store otherwise)
+    let all = h.released_cdrs().await;
+    assert!(all.is_empty(), "{all:#?}");
     h.finish().await;
 }
 
@@ -823,6 +898,14 @@ async fn e2e_out_consent_guard_refuses_after_two_rejected_calls() {
             "attempt {attempt}: {}",
             run.messages
         );
+        let (r, leg) = h.cdr_of(&run).await;
+        cdr(Outcome::Rejected, leg)
+            .meta_assigned()
+            .rang()
+            .hangup(HangupSide::WhatsApp)
+            .sip_status(603)
+            .billed_at(RATE_49)
+            .check(&r);
     }
     let run = h
         .place_call("uac_wa_refused.xml", &format!("+{USER}"), 0)
@@ -841,6 +924,13 @@ async fn e2e_out_consent_guard_refuses_after_two_rejected_calls() {
     );
     // two connects, none for the refused third call
     assert_eq!(h.call_actions(), ["connect", "connect"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Refused, leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .reason("Consent guard")
+        .check(&r);
+    assert_eq!(h.released_cdrs().await.len(), 3, "one record per attempt");
     h.finish().await;
 }
 
@@ -897,6 +987,11 @@ async fn e2e_out_admin_shows_permission_and_sends_request_by_hand() {
         "{}",
         run.messages
     );
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Refused, leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .check(&r);
     let (status, body) = http(admin, "GET", &path).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"no_permission""#), "{body}");
@@ -951,6 +1046,12 @@ async fn e2e_out_meta_138006_maps_to_403_and_requests_permission() {
     );
     assert!(run.messages.contains("138006"), "{}", run.messages);
     assert_eq!(h.call_actions(), ["connect"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Failed, leg)
+        .hangup(HangupSide::Gateway)
+        .meta("connect failed", Some(138006))
+        .sip_status(403)
+        .check(&r);
     h.sim
         .wait_for_graph_request(WAIT, |r| r.path.ends_with("/messages"))
         .await
@@ -967,6 +1068,11 @@ async fn e2e_out_meta_138006_maps_to_403_and_requests_permission() {
         run.messages
     );
     assert_eq!(h.call_actions(), ["connect"]);
+    let (r, leg) = h.cdr_of(&run).await;
+    cdr(Outcome::Refused, leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(403)
+        .check(&r);
     h.finish().await;
 }
 
@@ -1025,5 +1131,8 @@ async fn e2e_out_permissions_cli_shows_and_requests() {
         "{refused:?}"
     );
     assert_eq!(h.permission_requests(), 1);
+    // no call was placed: no record
+    let all = h.released_cdrs().await;
+    assert!(all.is_empty(), "{all:#?}");
     h.finish().await;
 }

@@ -88,6 +88,17 @@ pub(crate) enum PbxLeg {
     CallId(String),
 }
 
+/// What the record's key must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WaKey {
+    /// Meta never gave the call an id: keyed `sip:<PBX Call-ID>`.
+    SipKey,
+    /// Meta's call id (`wacid.…`), whatever it is.
+    MetaAssigned,
+    /// Exactly this WhatsApp call id.
+    Exact(String),
+}
+
 /// What a call's record must say. Build with [`CdrExpect::inbound`] /
 /// [`CdrExpect::outbound`] and the setters, then [`CdrExpect::check`].
 #[derive(Debug, Clone)]
@@ -95,7 +106,7 @@ pub(crate) struct CdrExpect {
     pub(crate) direction: Direction,
     pub(crate) business: String,
     pub(crate) customer: String,
-    pub(crate) wa_call_id: Option<String>,
+    pub(crate) wa_call_id: WaKey,
     pub(crate) outcome: Outcome,
     pub(crate) hangup_by: Option<HangupSide>,
     /// The end reason contains this.
@@ -125,7 +136,7 @@ impl CdrExpect {
             direction,
             business: business.to_owned(),
             customer: customer.to_owned(),
-            wa_call_id: None,
+            wa_call_id: WaKey::SipKey,
             outcome,
             hangup_by: None,
             reason: None,
@@ -155,7 +166,12 @@ impl CdrExpect {
     }
 
     pub(crate) fn wa_call_id(mut self, id: &str) -> Self {
-        self.wa_call_id = Some(id.to_owned());
+        self.wa_call_id = WaKey::Exact(id.to_owned());
+        self
+    }
+    /// Keyed by the call id Meta gave (`wacid.…`).
+    pub(crate) fn meta_assigned(mut self) -> Self {
+        self.wa_call_id = WaKey::MetaAssigned;
         self
     }
     pub(crate) fn hangup(mut self, side: HangupSide) -> Self {
@@ -240,19 +256,24 @@ impl CdrExpect {
                 r.customer_number, self.customer
             ),
         );
-        if let Some(id) = &self.wa_call_id {
-            want(
+        match &self.wa_call_id {
+            WaKey::Exact(id) => want(
                 &r.wa_call_id == id,
                 format!("WhatsApp call id {:?}, want {id:?}", r.wa_call_id),
-            );
-        } else {
-            want(
-                r.wa_call_id.starts_with("sip:"),
+            ),
+            WaKey::MetaAssigned => want(
+                r.wa_call_id.starts_with("wacid."),
+                format!("WhatsApp call id {:?}, want Meta's `wacid.…`", r.wa_call_id),
+            ),
+            WaKey::SipKey => want(
+                r.pbx_call_id
+                    .as_ref()
+                    .is_some_and(|c| r.wa_call_id == format!("sip:{c}")),
                 format!(
-                    "WhatsApp call id {:?}: Meta never gave one, want the `sip:<Call-ID>` key",
+                    "WhatsApp call id {:?}: Meta never gave one, want `sip:<PBX Call-ID>`",
                     r.wa_call_id
                 ),
-            );
+            ),
         }
         want(
             r.outcome == self.outcome,

@@ -629,6 +629,23 @@ impl InboundHarness {
             .expect("the gateway accepted the call");
     }
 
+    /// The one final CDR of call `id`, read as soon as the gateway released the call's
+    /// resources (no live call, no RTP port): it must be committed by then.
+    pub(crate) async fn released_cdr(&self, id: &WaCallId) -> whatsip_cdr::CallRecord {
+        if let Some(gw) = &self.gw {
+            assert_released(gw).await;
+        }
+        cdr::record_for(&self.cdr_db, id.as_str())
+    }
+
+    /// The SIP Call-ID of the gateway's first INVITE to `user` in SIPp's log.
+    pub(crate) fn pbx_call_id(run: &SippRun, user: &str) -> cdr::PbxLeg {
+        match cdr::sip_call_id_in(&run.messages, &format!("INVITE sip:{user}@")) {
+            Some(id) => cdr::PbxLeg::CallId(id),
+            None => panic!("no INVITE to {user} in SIPp's log:\n{}", run.messages),
+        }
+    }
+
     /// Waits until the gateway has no call and no RTP port left, then shuts everything.
     pub(crate) async fn finish(mut self) -> Vec<MilestoneKind> {
         let gw = self.gw.take().unwrap();
