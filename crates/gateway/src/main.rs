@@ -346,7 +346,7 @@ async fn wait_for_stop_signal(gateway: &whatsip_gateway::runtime::GatewayHandle)
                 tokio::select! {
                     _ = term.recv() => return true,
                     _ = tokio::signal::ctrl_c() => return false,
-                    _ = hup.recv() => match gateway.reload_config() {
+                    _ = hup.recv() => match gateway.reload_config().await {
                         Ok(restart) if restart.is_empty() => {
                             tracing::info!("SIGHUP: config reloaded");
                         }
@@ -354,10 +354,13 @@ async fn wait_for_stop_signal(gateway: &whatsip_gateway::runtime::GatewayHandle)
                             ?restart,
                             "SIGHUP: config reloaded; these changes need a restart"
                         ),
-                        Err(e) => {
+                        Err(whatsip_gateway::runtime::ReloadError::Config(e)) => {
                             for p in e.problems() {
                                 tracing::error!(problem = %p, "SIGHUP: config refused, keeping the old one");
                             }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: config refused, keeping the old one");
                         }
                     },
                 }

@@ -33,6 +33,17 @@ impl SharedConfig {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Swaps in an already loaded config; returns what changed that needs a restart.
+    pub fn replace(&self, new: Arc<Config>) -> Reloaded {
+        let old = self.snapshot();
+        let restart_required = restart_required(&old, &new);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&new);
+        Reloaded {
+            config: new,
+            restart_required,
+        }
+    }
+
     /// Re-reads the file the current config came from (SIGHUP). On error nothing changes.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
         self.reload_with(&ProcessEnvironment)

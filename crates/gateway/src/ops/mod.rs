@@ -3,3 +3,4 @@
 
 pub mod cdr_cli;
 pub mod metrics;
+pub mod redact;

@@ -1,6 +1,5 @@
 //! The dispatcher: turns webhook events and SIP requests into call tasks and commands.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +38,6 @@ pub(crate) enum Command {
 
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
-    sides: HashMap<String, GraphSide>,
     ended: EndedCalls,
     tasks: JoinSet<()>,
     accepting: bool,
@@ -47,11 +45,10 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub(crate) fn new(shared: Arc<Shared>, sides: HashMap<String, GraphSide>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self {
             outbound: super::outbound::Outbound::new(shared.clone()),
             shared,
-            sides,
             ended: EndedCalls::new(Duration::from_secs(300), 100_000),
             tasks: JoinSet::new(),
             accepting: true,
@@ -157,35 +154,44 @@ impl Dispatcher {
                     .phone_number_id
                     .as_ref()
                     .map(|p| p.as_str().to_owned());
+                let live = self.shared.live();
                 let business = pnid
                     .as_deref()
                     .and_then(|p| {
-                        self.shared
-                            .config
-                            .business_numbers
+                        live.business_numbers
                             .iter()
                             .find(|b| b.phone_number_id.as_str() == p)
                     })
                     .or_else(|| {
                         E164::parse(to.as_str())
                             .ok()
-                            .and_then(|n| self.shared.config.business_by_number(&n))
+                            .and_then(|n| live.business_by_number(&n))
                     })
                     .cloned();
                 let Some(business) = business else {
                     warn!(wa_call_id = %id.as_str(), "connect for a business number not configured");
                     return;
                 };
-                let Some(side) = self.sides.get(business.phone_number_id.as_str()).cloned() else {
+                let Some(side) = self
+                    .shared
+                    .graph_sides()
+                    .get(business.phone_number_id.as_str())
+                    .cloned()
+                else {
                     return;
                 };
                 let milestone = |kind| {
                     let _ = self.shared.milestones.send(CallMilestone {
+                        at_unix_us: CallMilestone::now_unix_us(),
                         wa_call_id: id.as_str().to_owned(),
                         sip_call_id: None,
                         kind,
                     });
                 };
+                // stamped and logged here, where the gateway sees the webhook: the load
+                // harness measures the gateway's own setup time from it
+                info!(wa_call_id = %id.as_str(), milestone = %MilestoneKind::OfferReceived,
+                    at_us = CallMilestone::now_unix_us(), "call milestone");
                 milestone(MilestoneKind::OfferReceived);
                 let Ok(number) = E164::parse(from.as_str()) else {
                     warn!(wa_call_id = %id.as_str(), "caller is not an E.164 number; rejecting");
@@ -297,6 +303,7 @@ impl Dispatcher {
         let (business, customer) = (business.to_owned(), customer.to_owned());
         let (cdr, metrics) = (self.shared.cdr.clone(), self.shared.metrics.clone());
         let _ = self.shared.milestones.send(CallMilestone {
+            at_unix_us: CallMilestone::now_unix_us(),
             wa_call_id: id.as_str().to_owned(),
             sip_call_id: None,
             kind: MilestoneKind::Refused {
@@ -322,6 +329,7 @@ impl Dispatcher {
                 )
                 .await;
                 let _ = milestones.send(CallMilestone {
+                    at_unix_us: CallMilestone::now_unix_us(),
                     wa_call_id: id.as_str().to_owned(),
                     sip_call_id: None,
                     kind: MilestoneKind::Ended {
@@ -350,10 +358,12 @@ impl Dispatcher {
     }
 
     async fn on_request(&mut self, req: IncomingRequest) {
-        let Some(req) = self
-            .outbound
-            .on_request(req, self.accepting, &self.sides, &mut self.tasks)
-        else {
+        let Some(req) = self.outbound.on_request(
+            req,
+            self.accepting,
+            &self.shared.graph_sides(),
+            &mut self.tasks,
+        ) else {
             return;
         };
         let call_id = req.request.call_id();

@@ -46,7 +46,7 @@ use whatsip_meta::rt::{
     GraphClient, GraphClientConfig, GraphSide, TlsIdentity, WebhookServer, WebhookServerConfig,
 };
 use whatsip_meta::{AccessToken, AppSecret, GuardConfig, VerifyToken};
-use whatsip_sip::endpoint::{Endpoint, EndpointConfig, PingTarget};
+use whatsip_sip::endpoint::{Endpoint, EndpointConfig, PingTarget, TrunkUpdate};
 use whatsip_sip::transport::{ListenAddr, Target, TlsSettings, TransportKind};
 
 use crate::config::{Config, Transport};
@@ -84,7 +84,7 @@ impl Gateway {
     /// `config` and starts the dispatcher. Returns once everything listens.
     pub async fn start(config: Config) -> Result<GatewayHandle, RuntimeError> {
         let config = Arc::new(config);
-        let sides = graph_sides(&config)?;
+        let graph = GraphHandles::new(&config)?;
         let pbx_target = pbx_target(&config).await?;
 
         let (webhook, webhook_rx) = start_webhook(&config).await?;
@@ -104,7 +104,7 @@ impl Gateway {
         let shared = Arc::new(call::Shared {
             config: config.clone(),
             sip: sip.clone(),
-            pbx_target,
+            trunk: std::sync::RwLock::new(pbx_target),
             webrtc,
             ports: Mutex::new(ports),
             media_ip,
@@ -114,13 +114,14 @@ impl Gateway {
             cdr,
             metrics: Arc::new(crate::ops::metrics::Metrics::new()),
             health: ops_admin::Health::default(),
+            graph: std::sync::RwLock::new(graph),
             live_config: crate::config::SharedConfig::new((*config).clone()),
             permissions: Arc::new(Mutex::new(crate::permission::PermissionTracker::new(
                 (&config.outbound).into(),
             ))),
         });
         let (commands, commands_rx) = mpsc::channel(16);
-        let dispatcher = dispatch::Dispatcher::new(shared.clone(), sides);
+        let dispatcher = dispatch::Dispatcher::new(shared.clone());
         let task = tokio::spawn(
             dispatcher
                 .run(webhook_rx, sip_rx, commands_rx)
@@ -129,7 +130,7 @@ impl Gateway {
         info!(
             webhook = %webhook.local_addr(),
             sip = ?sip.transport().listen_addrs(),
-            pbx = %shared.pbx_target.addr,
+            pbx = %shared.pbx_target().addr,
             "gateway started"
         );
         let admin = match config.admin.listen {
@@ -180,37 +181,68 @@ impl GatewayHandle {
                 .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Re-reads the config file (SIGHUP). New calls are routed by the new dial plan; live
-    /// calls keep theirs. Returns the changed keys that only a restart applies. On error
-    /// nothing changes.
-    pub fn reload_config(&self) -> Result<Vec<&'static str>, crate::config::ConfigError> {
+    /// Re-reads the config file (SIGHUP) and applies it to new calls: the dial plan, the
+    /// PBX trunk (address, transport, OPTIONS ping, digest credentials both ways), the Meta
+    /// credentials (access token, app secret, verify token), the Graph API settings and the
+    /// business numbers. Live calls keep the config, trunk and Graph side they started
+    /// with (a rotated access token reaches their later Graph requests too). Returns the
+    /// changed keys that only a restart applies (listeners, port ranges, log format). On
+    /// error nothing changes.
+    pub async fn reload_config(&self) -> Result<Vec<&'static str>, ReloadError> {
         self.reload_config_with(&crate::config::ProcessEnvironment)
+            .await
     }
 
     /// [`GatewayHandle::reload_config`] with secrets resolved through `env`.
-    pub fn reload_config_with(
+    pub async fn reload_config_with(
         &self,
         env: &dyn crate::config::Environment,
-    ) -> Result<Vec<&'static str>, crate::config::ConfigError> {
-        let old = self.shared.live_config.snapshot();
-        let r = self.shared.live_config.reload_with(env)?;
-        let mut restart = r.restart_required;
-        // read once at start by the runtime: only the dial plan is live today
-        if format!("{:?}", old.pbx) != format!("{:?}", r.config.pbx) {
-            restart.push("pbx");
+    ) -> Result<Vec<&'static str>, ReloadError> {
+        let old = self.shared.live();
+        // Everything that can fail is prepared before anything is swapped.
+        let new = Arc::new(crate::config::Config::load_with(&old.source, env)?);
+        let trunk = pbx_target(&new).await?;
+        let graph = if old.meta.graph_base_url == new.meta.graph_base_url
+            && old.meta.api_version == new.meta.api_version
+            && old.meta.request_timeout == new.meta.request_timeout
+        {
+            let client = self.shared.graph_client();
+            client.set_access_token(AccessToken::new(new.meta.access_token.expose()));
+            GraphHandles::with_client(&new, client)?
+        } else {
+            GraphHandles::new(&new)?
+        };
+        let update = trunk_update(&new, &trunk);
+        let r = self.shared.live_config.replace(new.clone());
+        *self
+            .shared
+            .trunk
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = trunk;
+        *self
+            .shared
+            .graph
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = graph;
+        if let Err(e) = self.shared.sip.update_trunk(update).await {
+            tracing::warn!(error = %e, "sip endpoint did not take the new trunk settings");
         }
-        if format!("{:?}", old.meta) != format!("{:?}", r.config.meta) {
-            restart.push("meta");
+        if let Some(w) = &self.webhook {
+            w.set_credentials(
+                AppSecret::new(new.meta.app_secret.expose()),
+                VerifyToken::new(new.meta.verify_token.expose()),
+            );
         }
-        if format!("{:?}", old.business_numbers) != format!("{:?}", r.config.business_numbers) {
-            restart.push("business_numbers");
-        }
+        let changed = changed_sections(&old, &new);
         info!(
-            dial_plan_rules = r.config.dialplan.len(),
-            ?restart,
+            dial_plan_rules = new.dialplan.len(),
+            business_numbers = new.business_numbers.len(),
+            pbx = %self.shared.pbx_target().addr,
+            ?changed,
+            restart_required = ?r.restart_required,
             "config reloaded"
         );
-        Ok(restart)
+        Ok(r.restart_required)
     }
 
     /// The admin server's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
@@ -314,13 +346,64 @@ impl Drop for GatewayHandle {
     }
 }
 
-fn graph_sides(config: &Config) -> Result<HashMap<String, GraphSide>, RuntimeError> {
+/// Why a config reload was refused (the running config stays as it was).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The file does not load or validate.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The new settings cannot be applied (unresolvable PBX host, bad Graph URL, ...).
+    #[error(transparent)]
+    Apply(#[from] RuntimeError),
+}
+
+/// The Graph API client and the WhatsApp side of each business number.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphHandles {
+    client: GraphClient,
+    /// By phone-number id.
+    pub(crate) sides: Arc<HashMap<String, GraphSide>>,
+}
+
+impl GraphHandles {
+    fn new(config: &Config) -> Result<Self, RuntimeError> {
+        Self::with_client(config, graph_client(config)?)
+    }
+
+    fn with_client(config: &Config, client: GraphClient) -> Result<Self, RuntimeError> {
+        let mut sides = HashMap::new();
+        for b in &config.business_numbers {
+            let id =
+                whatsip_meta::PhoneNumberId::parse(b.phone_number_id.as_str()).map_err(|e| {
+                    RuntimeError::Config {
+                        key: "business_numbers.phone_number_id",
+                        reason: e.to_string(),
+                    }
+                })?;
+            sides.insert(
+                b.phone_number_id.as_str().to_owned(),
+                GraphSide::new(client.clone(), id),
+            );
+        }
+        Ok(Self {
+            client,
+            sides: Arc::new(sides),
+        })
+    }
+
+    pub(crate) fn client(&self) -> GraphClient {
+        self.client.clone()
+    }
+}
+
+fn graph_client(config: &Config) -> Result<GraphClient, RuntimeError> {
     let api_version =
         ApiVersion::parse(&config.meta.api_version).map_err(|e| RuntimeError::Config {
             key: "meta.api_version",
             reason: e.to_string(),
         })?;
-    let client = GraphClient::new(
+    GraphClient::new(
         GraphClientConfig {
             base_url: config.meta.graph_base_url.clone(),
             api_version,
@@ -332,21 +415,43 @@ fn graph_sides(config: &Config) -> Result<HashMap<String, GraphSide>, RuntimeErr
     .map_err(|e| RuntimeError::Config {
         key: "meta.graph_base_url",
         reason: e.to_string(),
-    })?;
-    let mut sides = HashMap::new();
-    for b in &config.business_numbers {
-        let id = whatsip_meta::PhoneNumberId::parse(b.phone_number_id.as_str()).map_err(|e| {
-            RuntimeError::Config {
-                key: "business_numbers.phone_number_id",
-                reason: e.to_string(),
-            }
-        })?;
-        sides.insert(
-            b.phone_number_id.as_str().to_owned(),
-            GraphSide::new(client.clone(), id),
-        );
-    }
-    Ok(sides)
+    })
+}
+
+/// The config sections that differ (for the reload log line).
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check(
+        "dialplan",
+        format!("{:?}", old.dialplan) != format!("{:?}", new.dialplan),
+    );
+    check("pbx", format!("{:?}", old.pbx) != format!("{:?}", new.pbx));
+    // Debug of the secrets is redacted: compare the values themselves
+    check(
+        "meta",
+        format!("{:?}", old.meta) != format!("{:?}", new.meta)
+            || old.meta.access_token.expose() != new.meta.access_token.expose()
+            || old.meta.app_secret.expose() != new.meta.app_secret.expose()
+            || old.meta.verify_token.expose() != new.meta.verify_token.expose(),
+    );
+    check(
+        "business_numbers",
+        format!("{:?}", old.business_numbers) != format!("{:?}", new.business_numbers),
+    );
+    check(
+        "outbound",
+        format!("{:?}", old.outbound) != format!("{:?}", new.outbound),
+    );
+    check(
+        "headers",
+        format!("{:?}", old.headers) != format!("{:?}", new.headers),
+    );
+    changed
 }
 
 async fn start_webhook(
@@ -458,17 +563,31 @@ async fn start_sip(
             })?);
         }
     }
+    let trunk = trunk_update(config, pbx);
+    ep.ping = trunk.ping;
+    ep.credentials = trunk.credentials;
+    ep.server_auth = trunk.server_auth;
+    Endpoint::start(ep).await.map_err(|e| RuntimeError::Bind {
+        what: "sip endpoint",
+        reason: e.to_string(),
+    })
+}
+
+/// The SIP endpoint's trunk settings from `config`: OPTIONS ping of the PBX, the
+/// credentials answering its challenges, and the account its INVITEs must authenticate as.
+fn trunk_update(config: &Config, pbx: &Target) -> TrunkUpdate {
+    let mut update = TrunkUpdate::default();
     if let Some(interval) = config.pbx.options_ping_interval
         && let Ok(uri) = whatsip_sip::Uri::parse(&format!("sip:{}", config.pbx.domain))
     {
-        ep.ping.push(PingTarget {
+        update.ping.push(PingTarget {
             target: pbx.clone(),
             uri,
             interval,
         });
     }
     if let Some(auth) = &config.pbx.outbound_auth {
-        ep.credentials = Some(whatsip_sip::endpoint::TrunkCredentials {
+        update.credentials = Some(whatsip_sip::endpoint::TrunkCredentials {
             username: auth.username.clone(),
             password: auth.password.expose().to_owned(),
             realm: auth.realm.clone(),
@@ -476,16 +595,13 @@ async fn start_sip(
     }
     // INVITEs from the PBX (business-initiated calls) must answer a digest challenge
     if let Some(auth) = &config.pbx.inbound_auth {
-        ep.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
+        update.server_auth = Some(whatsip_sip::endpoint::ServerAuth::new(
             auth.realm.as_deref().unwrap_or(&config.pbx.domain),
             &auth.username,
             auth.password.expose(),
         ));
     }
-    Endpoint::start(ep).await.map_err(|e| RuntimeError::Bind {
-        what: "sip endpoint",
-        reason: e.to_string(),
-    })
+    update
 }
 
 fn media_ip(config: &Config) -> Result<IpAddr, RuntimeError> {

@@ -149,11 +149,7 @@ impl AdminServer {
             what: "admin server",
             reason: e.to_string(),
         })?;
-        let permissions = super::outbound_admin::router(
-            shared.config.clone(),
-            shared.permissions.clone(),
-            super::graph_sides(&shared.config).unwrap_or_default(),
-        );
+        let permissions = super::outbound_admin::router(shared.clone());
         let state = AdminState {
             shared,
             webhook_stats,

@@ -181,7 +181,7 @@ impl Outbound {
     }
 
     fn on_permission_reply(&self, ev: &WebhookEvent, reply: &whatsip_meta::PermissionReply) {
-        let config = &self.shared.config;
+        let config = self.shared.live();
         let business = ev
             .context
             .phone_number_id
@@ -255,7 +255,8 @@ impl Outbound {
             self.spawn_reply(&req, tasks, reply);
             return None;
         }
-        let pbx = &self.shared.config.pbx;
+        let live = self.shared.live();
+        let pbx = &live.pbx;
         if !pbx.allowed_sources.is_empty()
             && !pbx
                 .allowed_sources
@@ -281,12 +282,12 @@ impl Outbound {
             deeplink_payload: None,
             now: SystemClock::timestamp(),
         };
-        let route = match self.shared.config.dialplan.route(&ctx) {
+        let route = match self.shared.live().dialplan.route(&ctx) {
             Route::Outbound(r) => r,
             Route::Reject { reason, .. } => {
                 let reply = crate::call::outbound_failure_reply(
                     &OutboundFailure::DialPlan(reason),
-                    self.shared.config.outbound.rejected_status,
+                    self.shared.live().outbound.rejected_status,
                 );
                 self.spawn_reply(&req, tasks, reply);
                 return None;
@@ -504,7 +505,8 @@ impl OutTask {
         rx: mpsc::Receiver<OutCmd>,
         span: Span,
     ) -> Self {
-        let o = &shared.config.outbound;
+        let live = shared.live();
+        let o = &live.outbound;
         let settings = OutboundSettings {
             ring_timeout: o.ring_timeout,
             rejected_status: o.rejected_status,
@@ -1027,7 +1029,7 @@ impl OutTask {
             }
             t.record_request(&self.business, &self.user, now);
         }
-        let text = self.shared.config.outbound.permission_request_text.clone();
+        let text = self.shared.live().outbound.permission_request_text.clone();
         let side = self.side.clone();
         let shared = self.shared.clone();
         tokio::spawn(
@@ -1151,7 +1153,7 @@ impl OutTask {
                 warn!(error = %e, "pbx media not started");
                 let fail = crate::call::outbound_failure_reply(
                     &OutboundFailure::MediaFailed,
-                    self.shared.config.outbound.rejected_status,
+                    self.shared.live().outbound.rejected_status,
                 );
                 let resp = failure_response(&self.invite.request, &fail, &self.to_tag);
                 self.send_response(resp).await;
@@ -1286,9 +1288,13 @@ impl OutTask {
     }
 
     fn milestone(&self, kind: MilestoneKind) {
-        info!(milestone = %kind, "call milestone");
+        info!(
+            milestone = %crate::ops::redact::milestone(&kind, self.shared.live().logging.redact_phone_numbers),
+            "call milestone"
+        );
         self.cdr_lock().observe(&kind, Some(&self.sip_call_id));
         let _ = self.shared.milestones.send(CallMilestone {
+            at_unix_us: CallMilestone::now_unix_us(),
             wa_call_id: self
                 .wa_call_id
                 .as_ref()

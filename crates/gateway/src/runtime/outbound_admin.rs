@@ -22,32 +22,36 @@ use tracing::{info, warn};
 use whatsip_meta::WaId;
 use whatsip_meta::rt::GraphSide;
 
+use super::call::Shared;
 use super::clock::SystemClock;
 use crate::config::Config;
 use crate::permission::{Permission, PermissionTracker};
 use crate::types::E164;
 
-#[derive(Clone)]
+/// What a request sees: the config and Graph sides as of that request (a reload
+/// applies to the next one).
 struct PermState {
     config: Arc<Config>,
     tracker: Arc<Mutex<PermissionTracker>>,
     sides: Arc<HashMap<String, GraphSide>>,
 }
 
+impl PermState {
+    fn now(shared: &Shared) -> Self {
+        Self {
+            config: shared.live(),
+            tracker: shared.permissions.clone(),
+            sides: shared.graph_sides(),
+        }
+    }
+}
+
 /// The permission routes, to merge into the admin server's router.
-pub(crate) fn router(
-    config: Arc<Config>,
-    tracker: Arc<Mutex<PermissionTracker>>,
-    sides: HashMap<String, GraphSide>,
-) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/permissions/{business}/{user}", get(show))
         .route("/permissions/{business}/{user}/request", post(request))
-        .with_state(PermState {
-            config,
-            tracker,
-            sides: Arc::new(sides),
-        })
+        .with_state(shared)
 }
 
 fn number(s: &str) -> Option<E164> {
@@ -94,9 +98,10 @@ fn resolve(state: &PermState, business: &str, user: &str) -> Result<(E164, E164)
 }
 
 async fn show(
-    State(state): State<PermState>,
+    State(shared): State<Arc<Shared>>,
     Path((business, user)): Path<(String, String)>,
 ) -> Response {
+    let state = PermState::now(&shared);
     let (business, user) = match resolve(&state, &business, &user) {
         Ok(v) => v,
         Err(r) => return *r,
@@ -117,9 +122,10 @@ async fn show(
 }
 
 async fn request(
-    State(state): State<PermState>,
+    State(shared): State<Arc<Shared>>,
     Path((business, user)): Path<(String, String)>,
 ) -> Response {
+    let state = PermState::now(&shared);
     let (business, user) = match resolve(&state, &business, &user) {
         Ok(v) => v,
         Err(r) => return *r,
