@@ -26,11 +26,6 @@ use tokio::task::JoinHandle;
 use crate::ids::{PhoneNumberId, WaCallId, WaId};
 use crate::sdp::{self, MetaSdpParams};
 
-#[cfg(feature = "webrtc-phone")]
-mod webrtc;
-#[cfg(feature = "webrtc-phone")]
-pub use webrtc::{WebRtcPhoneFactory, WebRtcPhonePeer};
-
 /// A boxed, `Send` future returned by [`MediaPeer`] methods.
 pub type PeerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -1,9 +1,11 @@
-//! The real WebRTC phone behind the `MediaPeer` trait (feature `webrtc-phone`).
+//! The real WebRTC phone behind the `MediaPeer` trait ([`WebRtcPeerFactory`], feature
+//! `webrtc-phone`): Meta-shaped SDP both ways, and digits sent are reported.
 
 #![cfg(feature = "webrtc-phone")]
 #![allow(clippy::unwrap_used)]
 
-use whatsip_sim::peer::{MediaPeerFactory, PeerContext, WebRtcPhoneFactory};
+use whatsip_sim::WebRtcPeerFactory;
+use whatsip_sim::peer::{MediaPeerFactory, PeerContext};
 use whatsip_sim::sdp::{KeyExchange, SdpRole, validate_business_sdp};
 use whatsip_sim::{PhoneNumberId, WaId};
 
@@ -19,7 +21,7 @@ fn ctx() -> PeerContext {
 
 #[tokio::test]
 async fn webrtc_phone_offer_and_answer_are_meta_shaped() {
-    let f = WebRtcPhoneFactory::default();
+    let f = WebRtcPeerFactory::new(Some(1_000.0));
     let mut p = f.create(&ctx()).await.unwrap();
     let offer = p.create_offer().await.unwrap();
     assert!(offer.contains("a=ice-lite"), "{offer}");
