@@ -286,7 +286,14 @@ pub struct PbxConfig {
     pub codecs: Vec<Codec>,
     /// OPTIONS keepalive toward the PBX; `None` when off.
     pub options_ping_interval: Option<Duration>,
+    /// With `transport = "tls"`: the PEM file of the CA certificates trusted for the PBX's
+    /// certificate ([`DEFAULT_TLS_CA`], the system bundle, unless set); `None` otherwise.
+    pub tls_ca: Option<PathBuf>,
 }
+
+/// The CA bundle a TLS trunk trusts when `pbx.tls_ca` is not set (Debian's
+/// `ca-certificates` package).
+pub const DEFAULT_TLS_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// `[media]`.
 #[derive(Debug, Clone)]
@@ -1314,6 +1321,39 @@ fn pbx(p: &S<raw::RawPbx>, env: &dyn Environment, diag: &mut Diag<'_>) -> Option
             diag,
         ))),
     };
+    let tls_ca = match (&r.tls_ca, transport) {
+        (Some(ca), Transport::Tls) => {
+            if let Err(e) = std::fs::metadata(ca.get_ref()) {
+                diag.error(
+                    ca.span(),
+                    "pbx.tls_ca",
+                    format!("cannot read `{}`: {e}", cut(ca.get_ref())),
+                );
+            }
+            Some(PathBuf::from(ca.get_ref()))
+        }
+        (None, Transport::Tls) => {
+            if let Err(e) = std::fs::metadata(DEFAULT_TLS_CA) {
+                diag.error(
+                    r.address.span(),
+                    "pbx.tls_ca",
+                    format!(
+                        "a TLS trunk needs CA certificates to check the PBX's certificate: set `tls_ca` to a PEM file (the default {DEFAULT_TLS_CA} cannot be read: {e}; install ca-certificates)"
+                    ),
+                );
+            }
+            Some(PathBuf::from(DEFAULT_TLS_CA))
+        }
+        (Some(ca), _) => {
+            diag.error(
+                ca.span(),
+                "pbx.tls_ca",
+                "`tls_ca` only applies to transport = \"tls\"",
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let domain = r
         .domain
         .as_ref()
@@ -1328,6 +1368,7 @@ fn pbx(p: &S<raw::RawPbx>, env: &dyn Environment, diag: &mut Diag<'_>) -> Option
         allowed_sources,
         codecs,
         options_ping_interval,
+        tls_ca,
     })
 }
 

@@ -90,6 +90,7 @@ pub(crate) struct RawPbx {
     pub(crate) allowed_sources: Vec<S<String>>,
     pub(crate) codecs: Option<S<Vec<S<String>>>>,
     pub(crate) options_ping_interval_s: Option<S<u64>>,
+    pub(crate) tls_ca: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use super::{Config, ConfigError, Environment, ProcessEnvironment};
+use super::{Config, ConfigError, Environment, ProcessEnvironment, Transport};
 
 /// The current config, shared by the tasks of the gateway.
 #[derive(Debug)]
@@ -72,6 +72,12 @@ fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.media.bind != new.media.bind || old.media.rtp_ports != new.media.rtp_ports {
         keys.push("media.bind/rtp_port_*");
+    }
+    if old.pbx.tls_ca != new.pbx.tls_ca
+        || (old.pbx.transport != new.pbx.transport
+            && (old.pbx.transport == Transport::Tls || new.pbx.transport == Transport::Tls))
+    {
+        keys.push("pbx.tls_ca");
     }
     if old.admin != new.admin {
         keys.push("admin.listen");

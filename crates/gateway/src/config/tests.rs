@@ -431,3 +431,23 @@ fn media_socket_count_and_buffers_default_and_validate() {
     let p = problems("[media]\nwebrtc_sockets = 4\nrtp_port_min = 30000\nrtp_port_max = 30003\n");
     assert!(p.contains_key("media.webrtc_sockets"), "{p:?}");
 }
+
+#[test]
+fn tls_trunk_trusts_the_configured_ca_and_tls_ca_needs_tls() {
+    let ca = std::env::temp_dir().join(format!("whatsip-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, "not checked at load").unwrap();
+    let cfg = load(&format!(
+        "transport = \"tls\"\ntls_ca = \"{}\"\n",
+        ca.display()
+    ))
+    .unwrap();
+    assert_eq!(cfg.pbx.tls_ca.as_deref(), Some(ca.as_path()));
+    assert_eq!(cfg.pbx.port, 5061, "the TLS default port");
+    let _ = std::fs::remove_file(&ca);
+
+    let p = problems("transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"\n");
+    assert!(p["pbx.tls_ca"].contains("cannot read"), "{p:?}");
+    let p = problems("tls_ca = \"/etc/hostname\"\n");
+    assert!(p["pbx.tls_ca"].contains("only applies"), "{p:?}");
+    assert_eq!(load("").unwrap().pbx.tls_ca, None, "udp trunk: no CA");
+}

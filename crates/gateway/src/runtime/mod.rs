@@ -563,6 +563,19 @@ async fn start_sip(
             })?);
         }
     }
+    // A TLS trunk: trust the configured CA certificates for the PBX's certificate.
+    if let Some(ca_path) = &config.pbx.tls_ca {
+        let ca = std::fs::read(ca_path).map_err(|e| RuntimeError::Config {
+            key: "pbx.tls_ca",
+            reason: format!("{}: {e}", ca_path.display()),
+        })?;
+        let client = TlsSettings::client_from_pem(&ca).map_err(|e| RuntimeError::Config {
+            key: "pbx.tls_ca",
+            reason: format!("{}: {e}", ca_path.display()),
+        })?;
+        let tls = ep.transport.tls.get_or_insert_with(TlsSettings::default);
+        tls.client = client.client;
+    }
     let trunk = trunk_update(config, pbx);
     ep.ping = trunk.ping;
     ep.credentials = trunk.credentials;
