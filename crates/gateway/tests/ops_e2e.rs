@@ -550,8 +550,21 @@ async fn ops_sighup_reloads_the_dial_plan_for_new_calls() {
             .unwrap()
             .success()
     );
-    // the reload is done in the signal handler; give it a moment on a loaded machine
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // the reload runs in the signal handler: wait (bounded) until /metrics counts it
+    let mut applied = false;
+    for _ in 0..300 {
+        let (_, text) = http_get(addr, "/metrics").await;
+        if text.contains("whatsip_config_reloads_total{result=\"applied\"} 1") {
+            applied = true;
+            break;
+        }
+        assert!(
+            !text.contains("result=\"refused\""),
+            "the reload was refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(applied, "SIGHUP applied the new config within 30 s");
     let (status, _) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200, "whatsip survived SIGHUP");
 

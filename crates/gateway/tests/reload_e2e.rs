@@ -154,6 +154,16 @@ async fn reload_moves_the_trunk_and_rotates_credentials_for_new_calls_only() {
     );
 
     assert_released(&gw).await;
+
+    // A broken file is refused and the running config stays (trunk B).
+    std::fs::write(&path, "[pbx]\naddress = ").unwrap();
+    assert!(gw.reload_config_with(&env).await.is_err());
+    let text = gw.metrics().encode();
+    assert!(
+        text.contains("whatsip_config_reloads_total{result=\"applied\"} 1")
+            && text.contains("whatsip_config_reloads_total{result=\"refused\"} 1"),
+        "{text}"
+    );
     gw.shutdown().await;
     h.sim.shutdown().await;
 }

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub graph_errors: Family<GraphErrorLabels, Counter>,
     /// Webhook POSTs refused for a missing or wrong signature.
     pub webhook_signature_failures: Counter,
+    /// Config reloads (SIGHUP) by result: `applied` or `refused` (the old config stays).
+    pub config_reloads: Family<ReloadLabels, Counter>,
     /// SIP messages by flow, method and status.
     pub sip_messages: Family<SipLabels, Counter>,
     /// Transport errors by transport and kind.
@@ -190,6 +192,13 @@ fn ratio_histogram() -> Histogram {
     Histogram::new([0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
 }
 
+/// Labels of config reloads.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `refused`.
+    pub result: &'static str,
+}
+
 /// Labels of the media added-latency histogram.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MediaFlowLabels {
@@ -235,6 +244,7 @@ impl Metrics {
             graph_latency_seconds: Family::new_with_constructor(latency_histogram),
             graph_errors: Family::default(),
             webhook_signature_failures: Counter::default(),
+            config_reloads: Family::default(),
             sip_messages: Family::default(),
             transport_errors: Family::default(),
             rtp_packets: Family::default(),
@@ -294,6 +304,11 @@ impl Metrics {
             "webhook_signature_failures",
             "Webhook POSTs refused for a missing or wrong X-Hub-Signature-256",
             m.webhook_signature_failures.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP) by result: applied, or refused (the old config stays)",
+            m.config_reloads.clone(),
         );
         registry.register(
             "sip_messages",

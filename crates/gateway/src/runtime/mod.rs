@@ -198,6 +198,22 @@ impl GatewayHandle {
         &self,
         env: &dyn crate::config::Environment,
     ) -> Result<Vec<&'static str>, ReloadError> {
+        let result = self.apply_reload(env).await;
+        let label = crate::ops::metrics::ReloadLabels {
+            result: if result.is_ok() { "applied" } else { "refused" },
+        };
+        self.shared
+            .metrics
+            .config_reloads
+            .get_or_create(&label)
+            .inc();
+        result
+    }
+
+    async fn apply_reload(
+        &self,
+        env: &dyn crate::config::Environment,
+    ) -> Result<Vec<&'static str>, ReloadError> {
         let old = self.shared.live();
         // Everything that can fail is prepared before anything is swapped.
         let new = Arc::new(crate::config::Config::load_with(&old.source, env)?);
