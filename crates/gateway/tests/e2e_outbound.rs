@@ -1136,3 +1136,37 @@ async fn e2e_out_permissions_cli_shows_and_requests() {
     assert!(all.is_empty(), "{all:#?}");
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_out_dialled_number_without_rule_is_refused_with_its_cdr() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = harness(
+        answer_behaviour(),
+        Some(PermissionGrant::Permanent),
+        false,
+        Faults::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    // no outbound rule matches `nomatch123`: refused before a call task exists
+    let run = h.place_call("uac_wa_refused.xml", "nomatch123", 0).await;
+    assert_sipp_ok(&run);
+    let status = *received_statuses(&run).last().expect("a final response");
+    assert!((400..700).contains(&status), "{}", run.messages);
+    assert!(
+        h.sim.graph_requests().is_empty(),
+        "{:?}",
+        h.sim.graph_requests()
+    );
+    // the trunk's attempt still gets its one record
+    let (r, leg) = h.cdr_of(&run).await;
+    CdrExpect::outbound(BUSINESS, "nomatch123", Outcome::Refused)
+        .pbx_leg(leg)
+        .hangup(HangupSide::Gateway)
+        .sip_status(status)
+        .reason(&status.to_string())
+        .check(&r);
+    h.finish().await;
+}

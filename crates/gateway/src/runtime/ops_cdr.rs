@@ -203,6 +203,47 @@ pub(crate) async fn write_refused(
     }
 }
 
+/// Writes the record of a business-initiated call refused before it got a call task (dial
+/// plan refusal, no such business number), keyed `sip:<Call-ID>`, and counts it.
+#[allow(clippy::too_many_arguments)] // one record's fields, each named by the caller
+pub(crate) async fn write_refused_outbound(
+    writer: Option<CdrWriter>,
+    metrics: &Metrics,
+    pbx_call_id: &str,
+    business_number: &str,
+    customer_number: &str,
+    rule: Option<&str>,
+    sip_status: u16,
+    reason: &str,
+) {
+    let digits = |n: &'_ str| n.strip_prefix('+').unwrap_or(n).to_owned();
+    let mut record = CallRecord::new(
+        format!("sip:{pbx_call_id}"),
+        Direction::Outbound,
+        digits(business_number),
+        digits(customer_number),
+        wall_now(),
+    );
+    record.pbx_call_id = Some(pbx_call_id.to_owned());
+    record.wa_codec = Some("opus".into());
+    record.dialplan_rule = rule.map(str::to_owned);
+    record.end_at = Some(wall_now());
+    record.outcome = Outcome::Refused;
+    record.ending.hangup_by = Some(HangupSide::Gateway);
+    record.ending.sip_status = Some(sip_status);
+    record.ending.reason = Some(reason.to_owned());
+    metrics.call_started(CallDirection::outbound);
+    metrics.call_ended(
+        CallDirection::outbound,
+        Outcome::Refused.as_str(),
+        &cause(reason),
+        None,
+    );
+    if let Some(w) = writer {
+        w.finish(record).await;
+    }
+}
+
 /// What one call task knows for its CDR, filled from its milestones and its end.
 #[derive(Debug)]
 pub(crate) struct CallCdr {

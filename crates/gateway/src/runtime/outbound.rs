@@ -284,16 +284,28 @@ impl Outbound {
         };
         let route = match self.shared.live().dialplan.route(&ctx) {
             Route::Outbound(r) => r,
-            Route::Reject { reason, .. } => {
+            Route::Reject { reason, rule } => {
                 let reply = crate::call::outbound_failure_reply(
                     &OutboundFailure::DialPlan(reason),
                     self.shared.live().outbound.rejected_status,
                 );
-                self.spawn_reply(&req, tasks, reply);
+                let refused = Refused {
+                    call_id: &call_id,
+                    business: ctx.business.as_ref().map(ToString::to_string),
+                    customer: &ctx.customer,
+                    rule: rule.as_deref(),
+                };
+                self.spawn_refused(&req, tasks, reply, &refused);
                 return None;
             }
-            Route::Inbound(_) => {
-                self.spawn_reply(&req, tasks, simple(404, "rule is inbound-only"));
+            Route::Inbound(r) => {
+                let refused = Refused {
+                    call_id: &call_id,
+                    business: ctx.business.as_ref().map(ToString::to_string),
+                    customer: &ctx.customer,
+                    rule: Some(r.rule.as_str()),
+                };
+                self.spawn_refused(&req, tasks, simple(404, "rule is inbound-only"), &refused);
                 return None;
             }
         };
@@ -303,7 +315,14 @@ impl Outbound {
             .business_by_number(&route.from_business)
             .cloned()
         else {
-            self.spawn_reply(&req, tasks, simple(404, "business number not configured"));
+            let refused = Refused {
+                call_id: &call_id,
+                business: Some(route.from_business.to_string()),
+                customer: &route.whatsapp_user.to_string(),
+                rule: Some(route.rule.as_str()),
+            };
+            let reply = simple(404, "business number not configured");
+            self.spawn_refused(&req, tasks, reply, &refused);
             return None;
         };
         let Some(side) = sides.get(business.phone_number_id.as_str()).cloned() else {
@@ -352,6 +371,42 @@ impl Outbound {
         for tx in all {
             deliver(tx, OutCmd::Shutdown);
         }
+    }
+
+    /// As [`Self::spawn_reply`] for a trunk call attempt refused before it got a call task:
+    /// the attempt gets its `refused` CDR too.
+    fn spawn_refused(
+        &self,
+        req: &IncomingRequest,
+        tasks: &mut JoinSet<()>,
+        reply: SipReply,
+        refused: &Refused<'_>,
+    ) {
+        let writer = self.shared.cdr.clone();
+        let metrics = self.shared.metrics.clone();
+        let status = reply.status.code();
+        let reason = format!("{status} {}", reply.reason);
+        let call_id = refused.call_id.to_owned();
+        let business = refused.business.clone().unwrap_or_default();
+        let customer = refused.customer.to_owned();
+        let rule = refused.rule.map(str::to_owned);
+        tasks.spawn(
+            async move {
+                super::ops_cdr::write_refused_outbound(
+                    writer,
+                    &metrics,
+                    &call_id,
+                    &business,
+                    &customer,
+                    rule.as_deref(),
+                    status,
+                    &reason,
+                )
+                .await;
+            }
+            .in_current_span(),
+        );
+        self.spawn_reply(req, tasks, reply);
     }
 
     fn spawn_reply(&self, req: &IncomingRequest, tasks: &mut JoinSet<()>, reply: SipReply) {
@@ -428,6 +483,16 @@ fn asserted_business(req: &Request) -> Option<E164> {
         format!("+{user}")
     };
     E164::parse(&number).ok()
+}
+
+/// A trunk call attempt refused before it got a call task, for its CDR.
+struct Refused<'a> {
+    call_id: &'a str,
+    /// The business the PBX asserted (or the route's), if any.
+    business: Option<String>,
+    /// The number the PBX dialled.
+    customer: &'a str,
+    rule: Option<&'a str>,
 }
 
 /// A non-2xx final response with the mapped `Reason` / `Warning` / `Retry-After`.
