@@ -312,10 +312,20 @@ impl Dispatcher {
         });
         self.ended.record(id.clone(), SystemClock::now());
         let milestones = self.shared.milestones.clone();
+        let shared = self.shared.clone();
         let span = info_span!("call", wa_call_id = %id.as_str(), sip_call_id = tracing::field::Empty, dir = "inbound");
         self.tasks.spawn(
             async move {
-                if let Err(e) = side.reject(&call_id).await {
+                let started = SystemClock::now();
+                let rejected = side.reject(&call_id).await;
+                let error = rejected.as_ref().err();
+                super::ops_admin::graph_request_done(
+                    &shared,
+                    "reject",
+                    started.elapsed(),
+                    error.map(|e| e as &(dyn std::error::Error + 'static)),
+                );
+                if let Some(e) = error {
                     warn!(error = %e, "graph reject failed");
                 }
                 super::ops_cdr::write_refused(

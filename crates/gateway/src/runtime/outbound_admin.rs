@@ -142,11 +142,20 @@ async fn request(
         return error(StatusCode::NOT_FOUND, "business number has no graph side");
     };
     let text = state.config.outbound.permission_request_text.clone();
-    match side
+    let started = SystemClock::now();
+    let sent = side
         .client()
         .send_call_permission_request(side.phone_number_id(), &wa, text.as_deref())
-        .await
-    {
+        .await;
+    super::ops_admin::graph_request_done(
+        &shared,
+        "call_permission_request",
+        started.elapsed(),
+        sent.as_ref()
+            .err()
+            .map(|e| e as &(dyn std::error::Error + 'static)),
+    );
+    match sent {
         Ok(sent) => {
             info!("call permission request sent by hand (admin)");
             lock(&state.tracker).record_request(&business, &user, now);
