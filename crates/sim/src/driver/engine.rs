@@ -101,6 +101,16 @@ impl Engine {
         match cmd {
             Command::Graph(req, reply) => {
                 let resp = self.core.handle_graph(&req, now, wall);
+                // Recorded here, before the effects of this request (call state changes)
+                // become visible: whoever sees a call end also sees the request that ended it.
+                self.recorder.record_graph(
+                    &req.method,
+                    &req.path,
+                    &req.query,
+                    req.authorization.as_deref(),
+                    &req.body,
+                    &resp,
+                );
                 let _ = reply.send(resp);
             }
             Command::UserCalls(call, reply) => {

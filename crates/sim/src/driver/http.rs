@@ -69,12 +69,22 @@ async fn graph(
     let resp = match &fault {
         Some(GraphFault::Error { code }) => {
             let e = GraphError::new(*code, "injected by whatsip-sim fault rule");
-            GraphResponse {
+            let resp = GraphResponse {
                 status: e.http_status,
                 body: e.to_body("whatsip-sim-fault"),
                 error_code: Some(e.code),
                 action: body_action(&req.body),
-            }
+            };
+            // (requests the engine handles are recorded by the engine)
+            h.shared.recorder.record_graph(
+                &req.method,
+                &req.path,
+                &req.query,
+                req.authorization.as_deref(),
+                &req.body,
+                &resp,
+            );
+            resp
         }
         Some(GraphFault::NoResponse) => {
             let resp = GraphResponse {
@@ -110,14 +120,6 @@ async fn graph(
             resp
         }
     };
-    h.shared.recorder.record_graph(
-        &req.method,
-        &req.path,
-        &req.query,
-        req.authorization.as_deref(),
-        &req.body,
-        &resp,
-    );
     if let Some(GraphFault::Delay { delay }) = fault {
         tokio::time::sleep(delay).await;
     }
