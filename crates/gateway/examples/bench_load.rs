@@ -3,17 +3,25 @@
 //! WhatsApp side: whatsip-sim in this process, each simulated user with a real WebRTC phone
 //! (ICE, DTLS-SRTP, Opus 1 kHz tone). Gateway: a separate `whatsip run --config` process, so
 //! its CPU and memory accounting (`/proc/<pid>/stat`, `/proc/<pid>/status`) is its own. PBX
-//! side: SIPp UAS with `-rtp_echo` (PCMU answer for `transcode`, Opus for `passthrough`).
+//! side: SIPp UAS with `-rtp_echo` (PCMU answer for `transcode`, Opus for `passthrough` and
+//! `signalling`).
+//!
+//! Phones (`--phones`): `light` (default) loops pre-encoded Opus frames and decodes one
+//! received frame in `--decode-one-in` (so the load generator costs less than the gateway);
+//! `full` encodes and decodes every frame. The `signalling` profile's phones set up ICE and
+//! DTLS-SRTP but send no audio. `--gateway-cpus 0` runs whatsip under `taskset -c 0`
+//! (`scripts/bench/run.sh` with `BENCH_PIN=1` also pins this driver and SIPp to the other core).
 //!
 //! Calls are placed at `--rate` per second, never more than `--concurrent` at once, each
 //! held `--hold` seconds, `--total` in all; every wait is bounded. The report goes to
 //! `--out` (JSON) and stdout (table). Setup latencies come from the gateway's JSON log
-//! (`call milestone` lines, per call span `wa_call_id`) and this driver's dial time.
+//! (`call milestone` lines with their `at_us` stamps) and this driver's dial time; media
+//! loss per direction and the gateway's added latency from its `/metrics` at the end.
 //!
 //! ```text
 //! cargo build --release -p whatsip-gateway --bin whatsip --example bench_load
 //! target/release/examples/bench_load --whatsip target/release/whatsip \
-//!     --profile transcode --rate 5 --concurrent 20 --hold 20 --total 40 --out report.json
+//!     --profile passthrough --rate 10 --concurrent 100 --hold 20 --total 200 --out report.json
 //! ```
 //! `scripts/bench/run.sh PROFILE RATE CONCURRENT HOLD_S TOTAL` wraps this with timeouts.
 
@@ -31,16 +39,23 @@
     dead_code
 )]
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+#[path = "bench_load/procfs.rs"]
+mod procfs;
+#[path = "bench_load/report.rs"]
+mod report;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use procfs::{DropTracker, Proc, cpu_seconds, free_port, free_rtp_base, loadavg, rss_kib};
+use report::{CallResult, Measures};
 use whatsip_sim::core::{CallState, CoreConfig, UserCall};
-use whatsip_sim::{PhoneNumberId, SimConfig, Simulator, WaId, WebRtcPeerFactory, WebhookConfig};
+use whatsip_sim::{
+    PhoneNumberId, PhoneProbe, SimConfig, Simulator, WaId, WebRtcPeerFactory, WebhookConfig,
+};
 
 const APP_SECRET: &str = "bench-app-secret";
 const PNID: &str = "106540352242922";
@@ -68,6 +83,8 @@ pub enum Profile {
     Transcode,
     /// Opus on both legs (SRTP ⇄ RTP relay).
     Passthrough,
+    /// Call setup only: phones do ICE + DTLS-SRTP but send no audio; short holds.
+    Signalling,
 }
 
 impl Profile {
@@ -75,6 +92,7 @@ impl Profile {
         match s {
             "transcode" => Some(Self::Transcode),
             "passthrough" => Some(Self::Passthrough),
+            "signalling" => Some(Self::Signalling),
             _ => None,
         }
     }
@@ -82,6 +100,35 @@ impl Profile {
         match self {
             Self::Transcode => "transcode",
             Self::Passthrough => "passthrough",
+            Self::Signalling => "signalling",
+        }
+    }
+    pub fn has_media(self) -> bool {
+        self != Self::Signalling
+    }
+}
+
+/// How the load generator's phones make and check audio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhoneMode {
+    /// Encode every frame, decode every packet (the simulator's test phone).
+    Full,
+    /// Pre-encoded frames in a loop, sampled decoding, echo matching (load generation).
+    Light,
+}
+
+impl PhoneMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(Self::Full),
+            "light" => Some(Self::Light),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Light => "light",
         }
     }
 }
@@ -100,274 +147,53 @@ pub struct Options {
     pub repo: PathBuf,
     pub work_dir: PathBuf,
     pub out: PathBuf,
+    pub phones: PhoneMode,
+    /// Light phones decode a burst of three frames in every this many received.
+    pub decode_one_in: u32,
+    /// `taskset -c` CPU list for the whatsip process (`None`: not pinned).
+    pub gateway_cpus: Option<String>,
+    /// Extra `key = value` lines for the gateway's `[media]` section.
+    pub media_config: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct CallResult {
-    wa_call_id: String,
-    dial_wall_us: i64,
-    answered: bool,
-    failure: Option<String>,
-    dial_to_active_ms: Option<f64>,
-    talk_s: f64,
-    phone_sent: u64,
-    phone_received: u64,
-    phone_lost: u64,
-    frames: u64,
-    frames_with_signal: u64,
-    longest_gap_ms: f64,
-    tone_ok: bool,
-    hangup_ok: bool,
-}
-
-/// CPU time (user + system) of a process in seconds, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // fields after the `(comm)`: state is field 3; utime/stime are fields 14/15
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ut: f64 = f.get(11)?.parse().ok()?;
-    let st: f64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) / clk_tck())
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// `VmRSS` in KiB.
-fn rss_kib(pid: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Kernel receive drops of every IPv4 UDP socket: inode → (local port, drops), from
-/// `/proc/net/udp` (last column).
-fn udp_drops() -> HashMap<u64, (u16, u64)> {
-    let mut out = HashMap::new();
-    let Ok(text) = std::fs::read_to_string("/proc/net/udp") else {
-        return out;
-    };
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(inode), Some(drops)) = (f.get(1), f.get(9), f.last()) else {
-            continue;
-        };
-        let port = local
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok());
-        if let (Some(port), Ok(inode), Ok(drops)) = (port, inode.parse(), drops.parse()) {
-            out.insert(inode, (port, drops));
-        }
-    }
-    out
-}
-
-/// Drops seen per socket over a run (sockets come and go with calls, so sampled).
-#[derive(Default)]
-struct DropTracker {
-    start: HashMap<u64, u64>,
-    max: HashMap<u64, (u16, u64)>,
-}
-
-impl DropTracker {
-    fn new() -> Self {
+impl Options {
+    /// Defaults for a run of `profile` (the smoke test and the CLI start from these).
+    pub fn new(profile: Profile, whatsip: PathBuf, sipp: PathBuf, repo: PathBuf) -> Self {
+        let work_dir = std::env::temp_dir().join(format!("whatsip-bench-{}", std::process::id()));
         Self {
-            start: udp_drops().into_iter().map(|(i, (_, d))| (i, d)).collect(),
-            max: HashMap::new(),
+            profile,
+            rate: 5.0,
+            concurrent: 10,
+            hold: Duration::from_secs(10),
+            total: 10,
+            whatsip,
+            sipp,
+            repo,
+            out: work_dir.join("report.json"),
+            work_dir,
+            phones: PhoneMode::Light,
+            decode_one_in: 50,
+            gateway_cpus: None,
+            media_config: Vec::new(),
         }
     }
-    fn sample(&mut self) {
-        for (inode, (port, drops)) in udp_drops() {
-            let e = self.max.entry(inode).or_insert((port, drops));
-            e.1 = e.1.max(drops);
-        }
-    }
-    /// (SIPp echo socket, whatsip WhatsApp socket, whatsip PBX-leg sockets, all others)
-    fn split(&self, sipp_media: u16, rtp_min: u32, rtp_max: u32) -> [u64; 4] {
-        let mut out = [0u64; 4];
-        for (inode, (port, drops)) in &self.max {
-            let d = drops.saturating_sub(self.start.get(inode).copied().unwrap_or(0));
-            let p = u32::from(*port);
-            let i = if *port == sipp_media {
-                0
-            } else if p == rtp_min || p == rtp_min + 1 {
-                1
-            } else if p > rtp_min + 1 && p <= rtp_max {
-                2
-            } else {
-                3
-            };
-            out[i] += d;
-        }
-        out
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// The start of an even RTP range of `len` ports whose first pair (the gateway's shared
-/// WhatsApp media socket) is free right now; other tests on this machine use other ranges.
-fn free_rtp_base(len: u32) -> Result<u32, String> {
-    let seed = std::process::id();
-    for i in 0..50u32 {
-        let base = 20_000 + ((seed.wrapping_add(i * 7919)) % 200) * 200;
-        if base + len > 65_000 {
-            continue;
-        }
-        let free =
-            (base..base + 2).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
-        if free {
-            return Ok(base);
-        }
-    }
-    Err("no free RTP range".into())
-}
-
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port")
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percentiles(mut v: Vec<f64>) -> BTreeMap<&'static str, f64> {
-    let mut m = BTreeMap::new();
-    if v.is_empty() {
-        return m;
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    m.insert("p50", at(0.5));
-    m.insert("p90", at(0.9));
-    m.insert("p99", at(0.99));
-    m.insert("max", v[v.len() - 1]);
-    m.insert("n", v.len() as f64);
-    m
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn json_num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_pct(m: &BTreeMap<&'static str, f64>) -> String {
-    let fields: Vec<String> = m
-        .iter()
-        .map(|(k, v)| format!("{}:{}", json_str(k), json_num(*v)))
-        .collect();
-    format!("{{{}}}", fields.join(","))
-}
-
-/// Value of `"key":"…"` in a JSON log line (first occurrence).
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":\"");
-    let start = line.find(&pat)? + pat.len();
-    let end = line[start..].find('"')? + start;
-    Some(&line[start..end])
-}
-
-/// Per call: wall time (µs) of the gateway milestones, from its JSON log.
-#[derive(Default, Debug)]
-struct GwTimes {
-    invite_us: Option<i64>,
-    answered_us: Option<i64>,
-    accepted_us: Option<i64>,
-}
-
-fn parse_gateway_log(text: &str) -> HashMap<String, GwTimes> {
-    let mut out: HashMap<String, GwTimes> = HashMap::new();
-    for line in text.lines().filter(|l| l.contains("call milestone")) {
-        let (Some(ts), Some(id), Some(ms)) = (
-            field(line, "timestamp"),
-            field(line, "wa_call_id"),
-            field(line, "milestone"),
-        ) else {
-            continue;
-        };
-        let Ok(t) = ts.parse::<jiff::Timestamp>() else {
-            continue;
-        };
-        let us = t.as_microsecond();
-        let e = out.entry(id.to_owned()).or_default();
-        if ms.starts_with("INVITE sent") {
-            e.invite_us.get_or_insert(us);
-        } else if ms.starts_with("200 OK from the PBX") {
-            e.answered_us.get_or_insert(us);
-        } else if ms.starts_with("accept ok") {
-            e.accepted_us.get_or_insert(us);
-        }
-    }
-    out
-}
-
-struct Env {
-    gw: Proc,
-    sipp: Proc,
-    gw_log: PathBuf,
 }
 
 fn gateway_config(
-    profile: Profile,
+    opts: &Options,
     graph: &str,
     webhook_port: u16,
     sip_port: u16,
     sipp_port: u16,
-    rtp_min: u32,
-    rtp_max: u32,
+    admin_port: u16,
+    rtp: (u32, u32),
 ) -> String {
-    let codecs = match profile {
+    let codecs = match opts.profile {
         Profile::Transcode => "[\"PCMU\"]",
-        Profile::Passthrough => "[\"opus\"]",
+        Profile::Passthrough | Profile::Signalling => "[\"opus\"]",
     };
+    let media_extra = opts.media_config.join("\n");
+    let (rtp_min, rtp_max) = rtp;
     format!(
         r#"
 [meta]
@@ -397,6 +223,7 @@ options_ping_interval_s = 0
 bind = "127.0.0.1"
 rtp_port_min = {rtp_min}
 rtp_port_max = {rtp_max}
+{media_extra}
 
 [logging]
 format = "json"
@@ -404,7 +231,7 @@ level = "info"
 redact_phone_numbers = false
 
 [admin]
-listen = ""
+listen = "127.0.0.1:{admin_port}"
 
 [dialplan]
 ring_timeout_s = 30
@@ -417,13 +244,37 @@ target = "sip:agent@127.0.0.1:{sipp_port}"
     )
 }
 
+/// One sample of the run: (seconds since start, gateway CPU s, driver CPU s, live calls).
+type Tick = (f64, f64, f64, usize);
+
+/// Gateway and driver cores busy over the samples with at least 90 % of the peak live
+/// calls: (gateway cores, driver cores, mean live calls, seconds).
+fn steady_state(ticks: &[Tick], peak: usize) -> Option<(f64, f64, f64, f64)> {
+    if peak == 0 {
+        return None;
+    }
+    let floor = (peak as f64 * 0.9).ceil() as usize;
+    let first = ticks.iter().position(|t| t.3 >= floor)?;
+    let last = ticks.iter().rposition(|t| t.3 >= floor)?;
+    let (a, b) = (ticks[first], ticks[last]);
+    let secs = b.0 - a.0;
+    if secs < 1.0 {
+        return None;
+    }
+    let live =
+        ticks[first..=last].iter().map(|t| t.3 as f64).sum::<f64>() / (last - first + 1) as f64;
+    Some(((b.1 - a.1) / secs, (b.2 - a.2) / secs, live, secs))
+}
+
 /// Runs one load test and writes the report. Returns the report's JSON text.
 pub async fn run(opts: Options) -> Result<String, String> {
     std::fs::create_dir_all(&opts.work_dir).map_err(|e| e.to_string())?;
     let load_start = loadavg();
     let scenario = match opts.profile {
         Profile::Transcode => opts.repo.join("tests/sipp/uas_wa_echo.xml"),
-        Profile::Passthrough => opts.repo.join("scripts/bench/uas_echo_opus.xml"),
+        Profile::Passthrough | Profile::Signalling => {
+            opts.repo.join("scripts/bench/uas_echo_opus.xml")
+        }
     };
     if !scenario.is_file() {
         return Err(format!("{} missing", scenario.display()));
@@ -432,6 +283,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let sipp_media = free_port();
     let sim_webhook_port = free_port();
     let sip_port = free_port();
+    let admin_port = free_port();
 
     // SIPp UAS: answers and echoes every RTP packet; -timeout bounds it
     let limit_s = opts.total as f64 / opts.rate.max(0.01) + opts.hold.as_secs_f64() + 120.0;
@@ -471,7 +323,15 @@ pub async fn run(opts: Options) -> Result<String, String> {
         .map_err(|e| format!("start sipp {}: {e}", opts.sipp.display()))?;
     let sipp = Proc(sipp);
 
-    let factory = WebRtcPeerFactory::new(Some(TONE_HZ));
+    let tone = opts.profile.has_media().then_some(TONE_HZ);
+    let mut factory = match opts.phones {
+        PhoneMode::Full => WebRtcPeerFactory::new(tone),
+        PhoneMode::Light => WebRtcPeerFactory::light(tone, opts.decode_one_in)
+            .map_err(|e| format!("light phones: {e}"))?,
+    };
+    if !opts.profile.has_media() {
+        factory = factory.without_media();
+    }
     let phones = factory.registry();
     let mut core = CoreConfig::default();
     core.timing.watchdog.enabled = false;
@@ -481,7 +341,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
         webhook: WebhookConfig {
             url: Some(format!("http://127.0.0.1:{sim_webhook_port}/webhook")),
             app_secret: APP_SECRET.into(),
-            lanes: 16,
+            lanes: 64,
             ..WebhookConfig::default()
         },
         peers: Arc::new(factory),
@@ -491,21 +351,33 @@ pub async fn run(opts: Options) -> Result<String, String> {
     .map_err(|e| format!("simulator: {e}"))?;
 
     let ports = (opts.concurrent as u32 * 4 + 64).max(128);
-    let rtp_min = free_rtp_base(ports)?;
+    // the gateway's WhatsApp sockets sit at the start of the range (several with H3's
+    // `[media]` keys); keep the first 16 ports free and count them as WhatsApp sockets
+    let wa_ports = 16;
+    let rtp_min = free_rtp_base(ports, wa_ports)?;
+    let rtp_max = rtp_min + ports;
     let cfg_text = gateway_config(
-        opts.profile,
+        &opts,
         &sim.base_url(),
         sim_webhook_port,
         sip_port,
         sipp_port,
-        rtp_min,
-        rtp_min + ports,
+        admin_port,
+        (rtp_min, rtp_max),
     );
     let cfg_path = opts.work_dir.join("whatsip.toml");
     std::fs::write(&cfg_path, cfg_text).map_err(|e| e.to_string())?;
     let gw_log = opts.work_dir.join("whatsip.log");
     let log_file = std::fs::File::create(&gw_log).map_err(|e| e.to_string())?;
-    let gw = Command::new(&opts.whatsip)
+    let mut cmd = match &opts.gateway_cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(&opts.whatsip);
+            c
+        }
+        None => Command::new(&opts.whatsip),
+    };
+    let gw = cmd
         .arg("run")
         .arg("--config")
         .arg(&cfg_path)
@@ -519,13 +391,9 @@ pub async fn run(opts: Options) -> Result<String, String> {
         .stderr(log_file)
         .spawn()
         .map_err(|e| format!("start whatsip {}: {e}", opts.whatsip.display()))?;
-    let env = Env {
-        gw: Proc(gw),
-        sipp,
-        gw_log,
-    };
-    let gw_pid = env.gw.0.id().to_string();
-    let sipp_pid = env.sipp.0.id().to_string();
+    let gw = Proc(gw);
+    let gw_pid = gw.0.id().to_string();
+    let sipp_pid = sipp.0.id().to_string();
     // run.sh kills these if it has to kill this driver (its Drop guards do not run then)
     let _ = std::fs::write(
         opts.work_dir.join("pids"),
@@ -545,11 +413,13 @@ pub async fn run(opts: Options) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !up {
-        let log = std::fs::read_to_string(&env.gw_log).unwrap_or_default();
+        let log = std::fs::read_to_string(&gw_log).unwrap_or_default();
         sim.shutdown().await;
         return Err(format!("whatsip never listened; its log:\n{log}"));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let gateway_cpus = procfs::status_field(&gw_pid, "Cpus_allowed_list").unwrap_or_default();
+    let driver_cpus = procfs::status_field("self", "Cpus_allowed_list").unwrap_or_default();
 
     let gw_cpu0 = cpu_seconds(&gw_pid).unwrap_or(0.0);
     let self_cpu0 = cpu_seconds("self").unwrap_or(0.0);
@@ -558,7 +428,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let t0 = Clock::mono();
     let drops = Arc::new(std::sync::Mutex::new(DropTracker::new()));
 
-    // sampler: gateway RSS and live calls every 250 ms
+    // sampler: gateway RSS, CPU and live calls every 250 ms
     let live = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicUsize::new(0));
     let sampler = {
@@ -570,25 +440,32 @@ pub async fn run(opts: Options) -> Result<String, String> {
             let mut peak_live = 0usize;
             let mut rss_at_peak = 0u64;
             let mut peak_rss = 0u64;
+            let mut ticks: Vec<Tick> = Vec::new();
             // bounded: at most one hour of samples
             for n in 0..14_400u32 {
+                let l = live.load(Ordering::Relaxed);
+                let gw_cpu = cpu_seconds(&pid).unwrap_or(0.0);
+                let me = cpu_seconds("self").unwrap_or(0.0);
+                ticks.push((t0.elapsed().as_secs_f64(), gw_cpu, me, l));
                 if n % 20 == 19 {
-                    let d = drops.lock().unwrap_or_else(|e| e.into_inner()).split(
-                        sipp_media,
-                        rtp_min,
-                        rtp_min + ports,
-                    );
+                    let d = drops
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .split(sipp_media, rtp_min, rtp_max, wa_ports);
+                    let k = ticks.len();
+                    let prev = ticks[k.saturating_sub(21)];
+                    let dt = (ticks[k - 1].0 - prev.0).max(0.001);
                     eprintln!(
-                        "bench: {} s, {} calls live, whatsip RSS {} KiB, UDP drops so far {d:?}",
+                        "bench: {} s, {l} calls live, whatsip {:.2} cores / driver {:.2} cores (last 5 s), RSS {} KiB, UDP drops so far {d:?}",
                         (n + 1) / 4,
-                        live.load(Ordering::Relaxed),
+                        (gw_cpu - prev.1) / dt,
+                        (me - prev.2) / dt,
                         rss_kib(&pid).unwrap_or(0)
                     );
                 }
                 if stop.load(Ordering::Relaxed) != 0 {
                     break;
                 }
-                let l = live.load(Ordering::Relaxed);
                 let r = rss_kib(&pid).unwrap_or(0);
                 drops.lock().unwrap_or_else(|e| e.into_inner()).sample();
                 peak_rss = peak_rss.max(r);
@@ -598,17 +475,19 @@ pub async fn run(opts: Options) -> Result<String, String> {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            (peak_live, rss_at_peak, peak_rss)
+            (peak_live, rss_at_peak, peak_rss, ticks)
         })
     };
 
     let sim = Arc::new(sim);
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.concurrent.max(1)));
     let pnid = PhoneNumberId::parse(PNID).unwrap();
-    let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.01));
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate.max(0.01)));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let setup_timeout = Duration::from_secs(40);
     let mut tasks = Vec::new();
     for i in 0..opts.total {
+        pace.tick().await;
         let permit = sem.clone().acquire_owned().await.unwrap();
         let sim = sim.clone();
         let phones = phones.clone();
@@ -652,8 +531,19 @@ pub async fn run(opts: Options) -> Result<String, String> {
             r.dial_to_active_ms = Some(t_dial.elapsed().as_secs_f64() * 1000.0);
             live.fetch_add(1, Ordering::Relaxed);
             let t_active = Clock::mono();
+            let probe = phones.find(&user);
             tokio::time::sleep(hold).await;
-            let probe = phones.phones().into_iter().rev().find(|p| p.user == user);
+            r.talk_s = t_active.elapsed().as_secs_f64();
+            let connected = probe
+                .as_ref()
+                .and_then(PhoneProbe::status)
+                .is_some_and(|s| s.connected);
+            let _ = sim.user_hangs_up(&id).await;
+            r.hangup_ok = sim
+                .wait_for_call_end(&id, Duration::from_secs(20))
+                .await
+                .is_ok();
+            // the phone's final counters (it stopped with the call)
             if let Some(s) = probe.and_then(|p| p.status()) {
                 r.phone_sent = s.stats.rtp_packets_sent;
                 r.phone_received = s.audio.packets_received;
@@ -661,6 +551,8 @@ pub async fn run(opts: Options) -> Result<String, String> {
                 r.frames = s.audio.audio_frames;
                 r.frames_with_signal = s.audio.frames_with_signal;
                 r.longest_gap_ms = s.audio.longest_gap.as_secs_f64() * 1000.0;
+                r.echoed = s.audio.echoed_frames;
+                r.rtt_us = s.audio.rtt_us;
                 r.tone_ok = s
                     .audio
                     .tone
@@ -668,23 +560,17 @@ pub async fn run(opts: Options) -> Result<String, String> {
                     .is_some_and(|t| (t.freq_hz - TONE_HZ).abs() <= 50.0);
                 if let Some(f) = s.failure {
                     r.failure = Some(format!("phone: {f}"));
+                } else if !connected {
+                    r.failure = Some("phone: ICE/DTLS not connected at hang-up".into());
                 }
             } else {
                 r.failure = Some("no phone status".into());
             }
-            r.talk_s = t_active.elapsed().as_secs_f64();
-            let _ = sim.user_hangs_up(&id).await;
-            r.hangup_ok = sim
-                .wait_for_call_end(&id, Duration::from_secs(20))
-                .await
-                .is_ok();
             live.fetch_sub(1, Ordering::Relaxed);
             r
         }));
-        if i + 1 < opts.total {
-            tokio::time::sleep(interval).await;
-        }
     }
+    let placing_s = t0.elapsed().as_secs_f64();
     let mut results = Vec::new();
     for t in tasks {
         if let Ok(r) = t.await {
@@ -693,9 +579,10 @@ pub async fn run(opts: Options) -> Result<String, String> {
     }
     let wall_s = t0.elapsed().as_secs_f64();
     stop.store(1, Ordering::Relaxed);
-    let (peak_live, rss_at_peak, peak_rss) = sampler.await.unwrap_or((0, 0, 0));
-    // give the gateway a moment to release everything, then measure
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (peak_live, rss_at_peak, peak_rss, ticks) = sampler.await.unwrap_or((0, 0, 0, Vec::new()));
+    // give the gateway a moment to release everything (RTP counters are added at call
+    // end), then measure
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let gw_cpu = cpu_seconds(&gw_pid).unwrap_or(0.0) - gw_cpu0;
     let self_cpu = cpu_seconds("self").unwrap_or(0.0) - self_cpu0;
     let sipp_cpu = cpu_seconds(&sipp_pid).unwrap_or(0.0) - sipp_cpu0;
@@ -703,245 +590,41 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let udp_drops = {
         let mut d = drops.lock().unwrap_or_else(|e| e.into_inner());
         d.sample();
-        d.split(sipp_media, rtp_min, rtp_min + ports)
+        d.split(sipp_media, rtp_min, rtp_max, wa_ports)
     };
+    let metrics_text = procfs::http_get(admin_port, "/metrics", Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    let _ = std::fs::write(opts.work_dir.join("metrics.txt"), &metrics_text);
 
-    // stop the gateway (SIGTERM-free: kill; its log is flushed line by line)
-    drop(env.gw);
-    drop(env.sipp);
+    // stop the gateway (kill; its log is flushed line by line)
+    drop(gw);
+    drop(sipp);
     sim.shutdown().await;
-    let gw_times = parse_gateway_log(&std::fs::read_to_string(&env.gw_log).unwrap_or_default());
+    let gw_times = report::parse_gateway_log(&std::fs::read_to_string(&gw_log).unwrap_or_default());
 
-    let report = build_report(
-        &opts,
-        &results,
-        &gw_times,
-        Measures {
-            wall_s,
-            gw_cpu,
-            self_cpu,
-            sipp_cpu,
-            rss0,
-            peak_live,
-            rss_at_peak,
-            peak_rss,
-            load_start,
-            load_end,
-            udp_drops,
-        },
-    );
-    std::fs::write(&opts.out, &report.0).map_err(|e| e.to_string())?;
-    println!("{}", report.1);
-    Ok(report.0)
-}
-
-struct Measures {
-    wall_s: f64,
-    gw_cpu: f64,
-    self_cpu: f64,
-    sipp_cpu: f64,
-    rss0: u64,
-    peak_live: usize,
-    rss_at_peak: u64,
-    peak_rss: u64,
-    load_start: String,
-    load_end: String,
-    /// Kernel UDP receive drops: SIPp echo, whatsip WhatsApp socket, whatsip PBX legs, others.
-    udp_drops: [u64; 4],
-}
-
-/// (JSON, table)
-fn build_report(
-    opts: &Options,
-    results: &[CallResult],
-    gw: &HashMap<String, GwTimes>,
-    m: Measures,
-) -> (String, String) {
-    let attempted = results.len();
-    let answered = results.iter().filter(|r| r.answered).count();
-    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
-    for r in results {
-        if let Some(f) = &r.failure {
-            *causes.entry(f.clone()).or_default() += 1;
-        }
-    }
-    let failed: usize = results.iter().filter(|r| r.failure.is_some()).count();
-    let mut dial_to_invite = Vec::new();
-    let mut ans_to_accept = Vec::new();
-    for r in results.iter().filter(|r| r.answered) {
-        if let Some(t) = gw.get(&r.wa_call_id) {
-            if let Some(inv) = t.invite_us {
-                dial_to_invite.push((inv - r.dial_wall_us) as f64 / 1000.0);
-            }
-            if let (Some(a), Some(acc)) = (t.answered_us, t.accepted_us) {
-                ans_to_accept.push((acc - a) as f64 / 1000.0);
-            }
-        }
-    }
-    let dial_to_active: Vec<f64> = results.iter().filter_map(|r| r.dial_to_active_ms).collect();
-    let talk: f64 = results.iter().map(|r| r.talk_s).sum();
-    let sent: u64 = results.iter().map(|r| r.phone_sent).sum();
-    let recv: u64 = results.iter().map(|r| r.phone_received).sum();
-    let lost: u64 = results.iter().map(|r| r.phone_lost).sum();
-    let frames: u64 = results.iter().map(|r| r.frames).sum();
-    let frames_sig: u64 = results.iter().map(|r| r.frames_with_signal).sum();
-    let gaps_over_1s = results
-        .iter()
-        .filter(|r| r.answered && r.longest_gap_ms > 1000.0)
-        .count();
-    let tone_ok = results.iter().filter(|r| r.answered && r.tone_ok).count();
-    let gaps: Vec<f64> = results
-        .iter()
-        .filter(|r| r.answered)
-        .map(|r| r.longest_gap_ms)
-        .collect();
-    let down_loss_pct = if recv + lost > 0 {
-        lost as f64 * 100.0 / (recv + lost) as f64
-    } else {
-        f64::NAN
+    let measures = Measures {
+        wall_s,
+        placing_s,
+        gw_cpu,
+        self_cpu,
+        sipp_cpu,
+        rss0,
+        peak_live,
+        rss_at_peak,
+        peak_rss,
+        steady: steady_state(&ticks, peak_live),
+        load_start,
+        load_end,
+        udp_drops,
+        gateway_cpus,
+        driver_cpus,
+        metrics: report::parse_metrics(&metrics_text),
     };
-    let roundtrip_ratio = if sent > 0 {
-        recv as f64 / sent as f64
-    } else {
-        f64::NAN
-    };
-    let signal_pct = if frames > 0 {
-        frames_sig as f64 * 100.0 / frames as f64
-    } else {
-        f64::NAN
-    };
-    let cpu_per_call_s = if talk > 0.0 {
-        m.gw_cpu / talk
-    } else {
-        f64::NAN
-    };
-    let rss_per_call = if m.peak_live > 0 {
-        (m.rss_at_peak.saturating_sub(m.rss0)) as f64 / m.peak_live as f64
-    } else {
-        f64::NAN
-    };
-    let p_inv = percentiles(dial_to_invite);
-    let p_acc = percentiles(ans_to_accept);
-    let p_act = percentiles(dial_to_active);
-    let p_gap = percentiles(gaps);
-    let causes_json: Vec<String> = causes
-        .iter()
-        .map(|(k, v)| format!("{}:{v}", json_str(k)))
-        .collect();
-    let json = format!(
-        concat!(
-            "{{\"profile\":{},\"rate\":{},\"concurrent\":{},\"hold_s\":{},\"total\":{},",
-            "\"wall_s\":{},\"loadavg_start\":{},\"loadavg_end\":{},",
-            "\"calls\":{{\"attempted\":{},\"answered\":{},\"failed\":{},\"failed_by_cause\":{{{}}}}},",
-            "\"setup_ms\":{{\"dial_to_pbx_invite\":{},\"pbx_200_to_meta_accept\":{},\"dial_to_active\":{}}},",
-            "\"gateway\":{{\"cpu_s\":{},\"call_s\":{},\"cpu_s_per_call_s\":{},\"cores_busy_avg\":{},",
-            "\"rss_idle_kib\":{},\"rss_at_peak_kib\":{},\"rss_max_kib\":{},\"peak_concurrent\":{},\"rss_per_call_kib\":{}}},",
-            "\"media\":{{\"phone_packets_sent\":{},\"phone_packets_received\":{},\"roundtrip_received_over_sent\":{},",
-            "\"gateway_to_phone_loss_pct\":{},\"frames_with_tone_pct\":{},\"calls_with_tone\":{},",
-            "\"calls_with_gap_over_1s\":{},\"longest_gap_ms\":{}}},",
-            "\"udp_receive_drops\":{{\"sipp_echo\":{},\"whatsip_whatsapp_socket\":{},\"whatsip_pbx_legs\":{},\"phones_and_others\":{}}},",
-            "\"load_generators\":{{\"driver_sim_phones_cpu_s\":{},\"sipp_cpu_s\":{}}}}}\n"
-        ),
-        json_str(opts.profile.name()),
-        json_num(opts.rate),
-        opts.concurrent,
-        json_num(opts.hold.as_secs_f64()),
-        opts.total,
-        json_num(m.wall_s),
-        json_str(&m.load_start),
-        json_str(&m.load_end),
-        attempted,
-        answered,
-        failed,
-        causes_json.join(","),
-        json_pct(&p_inv),
-        json_pct(&p_acc),
-        json_pct(&p_act),
-        json_num(m.gw_cpu),
-        json_num(talk),
-        json_num(cpu_per_call_s),
-        json_num(m.gw_cpu / m.wall_s),
-        m.rss0,
-        m.rss_at_peak,
-        m.peak_rss,
-        m.peak_live,
-        json_num(rss_per_call),
-        sent,
-        recv,
-        json_num(roundtrip_ratio),
-        json_num(down_loss_pct),
-        json_num(signal_pct),
-        tone_ok,
-        gaps_over_1s,
-        json_pct(&p_gap),
-        m.udp_drops[0],
-        m.udp_drops[1],
-        m.udp_drops[2],
-        m.udp_drops[3],
-        json_num(m.self_cpu),
-        json_num(m.sipp_cpu),
-    );
-    let pct = |p: &BTreeMap<&str, f64>| {
-        format!(
-            "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
-            p.get("p50").copied().unwrap_or(f64::NAN),
-            p.get("p90").copied().unwrap_or(f64::NAN),
-            p.get("p99").copied().unwrap_or(f64::NAN),
-            p.get("max").copied().unwrap_or(f64::NAN)
-        )
-    };
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "| {} | rate {}/s | concurrent {} | hold {} s | total {} | wall {:.1} s | load {} → {} |",
-        opts.profile.name(),
-        opts.rate,
-        opts.concurrent,
-        opts.hold.as_secs_f64(),
-        opts.total,
-        m.wall_s,
-        m.load_start,
-        m.load_end
-    );
-    let _ = writeln!(t, "|---|---|");
-    let _ = writeln!(
-        t,
-        "| calls attempted / answered / failed | {attempted} / {answered} / {failed} {causes:?} |"
-    );
-    let _ = writeln!(t, "| dial → PBX INVITE | {} |", pct(&p_inv));
-    let _ = writeln!(t, "| PBX 200 → Meta accept ok | {} |", pct(&p_acc));
-    let _ = writeln!(t, "| dial → call active (sim) | {} |", pct(&p_act));
-    let _ = writeln!(
-        t,
-        "| whatsip CPU | {:.2} s for {:.0} call-s = {:.4} CPU-s per call-s ({:.2} cores avg) |",
-        m.gw_cpu,
-        talk,
-        cpu_per_call_s,
-        m.gw_cpu / m.wall_s
-    );
-    let _ = writeln!(
-        t,
-        "| whatsip RSS | idle {} KiB, {} KiB at {} concurrent ({:.0} KiB/call), max {} KiB |",
-        m.rss0, m.rss_at_peak, m.peak_live, rss_per_call, m.peak_rss
-    );
-    let _ = writeln!(
-        t,
-        "| media | phone sent {sent}, received {recv} (ratio {roundtrip_ratio:.3}); gw→phone loss {down_loss_pct:.2} %; frames with tone {signal_pct:.1} %; tone ok {tone_ok}/{answered}; gaps > 1 s: {gaps_over_1s}; longest gap {} |",
-        pct(&p_gap)
-    );
-    let _ = writeln!(
-        t,
-        "| kernel UDP receive drops | SIPp echo {}, whatsip WhatsApp socket {}, whatsip PBX legs {}, phones and others {} |",
-        m.udp_drops[0], m.udp_drops[1], m.udp_drops[2], m.udp_drops[3]
-    );
-    let _ = writeln!(
-        t,
-        "| load generators CPU | driver (sim + WebRTC phones) {:.2} s ({:.2} cores), SIPp {:.2} s |",
-        m.self_cpu,
-        m.self_cpu / m.wall_s,
-        m.sipp_cpu
-    );
-    (json, t)
+    let (json, table) = report::build_report(&opts, &results, &gw_times, &measures);
+    std::fs::write(&opts.out, &json).map_err(|e| e.to_string())?;
+    println!("{table}");
+    Ok(json)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -955,7 +638,11 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(profile) = Profile::parse(&arg(&args, "--profile", "transcode".to_string())) else {
-        eprintln!("--profile transcode|passthrough");
+        eprintln!("--profile transcode|passthrough|signalling");
+        return std::process::ExitCode::FAILURE;
+    };
+    let Some(phones) = PhoneMode::parse(&arg(&args, "--phones", "light".to_string())) else {
+        eprintln!("--phones light|full");
         return std::process::ExitCode::FAILURE;
     };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -963,25 +650,29 @@ fn main() -> std::process::ExitCode {
         .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let opts = Options {
+    let mut opts = Options::new(
         profile,
-        rate: arg(&args, "--rate", 5.0),
-        concurrent: arg(&args, "--concurrent", 10),
-        hold: Duration::from_secs_f64(arg(&args, "--hold", 10.0)),
-        total: arg(&args, "--total", 10),
-        whatsip: PathBuf::from(arg(&args, "--whatsip", "whatsip".to_string())),
-        sipp: PathBuf::from(arg(&args, "--sipp", "sipp".to_string())),
-        repo: PathBuf::from(arg(&args, "--repo", repo.display().to_string())),
-        work_dir: PathBuf::from(arg(
-            &args,
-            "--work-dir",
-            std::env::temp_dir()
-                .join(format!("whatsip-bench-{}", std::process::id()))
-                .display()
-                .to_string(),
-        )),
-        out: PathBuf::from(arg(&args, "--out", "bench_report.json".to_string())),
-    };
+        PathBuf::from(arg(&args, "--whatsip", "whatsip".to_string())),
+        PathBuf::from(arg(&args, "--sipp", "sipp".to_string())),
+        PathBuf::from(arg(&args, "--repo", repo.display().to_string())),
+    );
+    opts.rate = arg(&args, "--rate", 5.0);
+    opts.concurrent = arg(&args, "--concurrent", 10);
+    opts.hold = Duration::from_secs_f64(arg(&args, "--hold", 10.0));
+    opts.total = arg(&args, "--total", 10);
+    opts.phones = phones;
+    opts.decode_one_in = arg(&args, "--decode-one-in", 50);
+    opts.gateway_cpus = Some(arg(&args, "--gateway-cpus", String::new())).filter(|s| !s.is_empty());
+    opts.media_config = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--media")
+        .filter_map(|(i, _)| args.get(i + 1).cloned())
+        .collect();
+    if let Some(w) = Some(arg(&args, "--work-dir", String::new())).filter(|s| !s.is_empty()) {
+        opts.work_dir = PathBuf::from(w);
+    }
+    opts.out = PathBuf::from(arg(&args, "--out", "bench_report.json".to_string()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,10 +1,10 @@
-//! Smoke run of the load harness (`examples/bench_load.rs`, `scripts/bench/run.sh`) so it
+//! Smoke runs of the load harness (`examples/bench_load.rs`, `scripts/bench/run.sh`) so it
 //! cannot rot: three transcoded calls held three seconds through a separate `whatsip`
-//! process, SIPp echoing as the PBX and whatsip-sim's WebRTC phones as the users. Asserts
-//! that the calls succeeded, the tone made the round trip and that every report field is
-//! present with a value — never a speed.
+//! process, SIPp echoing as the PBX and whatsip-sim's light WebRTC phones as the users; and
+//! three signalling-only calls. Asserts that the calls succeeded, the tone made the round
+//! trip and that every report field is present with a value — never a speed.
 //!
-//! Needs SIPp (`scripts/setup.sh`): without it the test fails when `CI=true` and is skipped
+//! Needs SIPp (`scripts/setup.sh`): without it the tests fail when `CI=true` and are skipped
 //! loudly otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
@@ -14,6 +14,8 @@ mod bench_load;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde_json::Value;
 
 fn sipp() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -34,112 +36,183 @@ fn sipp() -> Option<PathBuf> {
     found
 }
 
-/// The raw JSON value after `"key":` (first occurrence), up to `,` or `}`.
-fn value<'a>(json: &'a str, key: &str) -> &'a str {
-    let pat = format!("\"{key}\":");
-    let start = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("`{key}` missing from the report: {json}"))
-        + pat.len();
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    &rest[..end]
+/// `report[a][b]…` as a number, or a panic naming the path.
+fn number(report: &Value, path: &[&str]) -> f64 {
+    let mut v = report;
+    for k in path {
+        v = v
+            .get(k)
+            .unwrap_or_else(|| panic!("{path:?} missing from the report: {report}"));
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is {v}, not a number: {report}"))
 }
 
-fn number(json: &str, key: &str) -> f64 {
-    let v = value(json, key);
-    v.parse()
-        .unwrap_or_else(|_| panic!("`{key}` is `{v}`, not a number: {json}"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_harness_smoke_three_transcoded_calls() {
-    let Some(sipp) = sipp() else {
-        return;
-    };
+async fn run(profile: bench_load::Profile, hold: Duration, name: &str) -> Option<Value> {
+    let sipp = sipp()?;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
         .unwrap()
         .to_path_buf();
-    let work = std::env::temp_dir().join(format!("whatsip-bench-smoke-{}", std::process::id()));
-    let out = work.join("report.json");
-    let opts = bench_load::Options {
-        profile: bench_load::Profile::Transcode,
-        rate: 2.0,
-        concurrent: 3,
-        hold: Duration::from_secs(3),
-        total: 3,
-        whatsip: PathBuf::from(env!("CARGO_BIN_EXE_whatsip")),
+    let mut opts = bench_load::Options::new(
+        profile,
+        PathBuf::from(env!("CARGO_BIN_EXE_whatsip")),
         sipp,
         repo,
-        work_dir: work.clone(),
-        out: out.clone(),
-    };
+    );
+    let work =
+        std::env::temp_dir().join(format!("whatsip-bench-smoke-{name}-{}", std::process::id()));
+    opts.rate = 2.0;
+    opts.concurrent = 3;
+    opts.hold = hold;
+    opts.total = 3;
+    opts.decode_one_in = 5;
+    opts.work_dir = work.clone();
+    opts.out = work.join("report.json");
     let json = bench_load::run(opts).await.expect("the load run completes");
-    let written = std::fs::read_to_string(&out).unwrap();
+    let written = std::fs::read_to_string(work.join("report.json")).unwrap();
     let _ = std::fs::remove_dir_all(&work);
     assert_eq!(json, written, "the report file holds the report");
+    Some(serde_json::from_str(&json).expect("the report is JSON"))
+}
 
-    // every call went through and the tone came back through the PBX's echo
-    assert_eq!(number(&json, "attempted"), 3.0, "{json}");
-    assert_eq!(number(&json, "answered"), 3.0, "{json}");
-    assert_eq!(number(&json, "failed"), 0.0, "{json}");
+/// Every call answered, none failed, and the common report fields present.
+fn assert_complete(r: &Value, setup_sections: &[&str]) {
+    assert_eq!(number(r, &["calls", "attempted"]), 3.0, "{r}");
+    assert_eq!(number(r, &["calls", "answered"]), 3.0, "{r}");
+    assert_eq!(number(r, &["calls", "failed"]), 0.0, "{r}");
     assert_eq!(
-        value(&json, "failed_by_cause"),
-        "{",
-        "no failure cause: {json}"
+        r["calls"]["failed_by_cause"],
+        serde_json::json!({}),
+        "no failure cause: {r}"
     );
-    assert_eq!(number(&json, "calls_with_tone"), 3.0, "{json}");
-    assert!(number(&json, "phone_packets_received") > 0.0, "{json}");
-
-    // the report is complete: every measurement present and numeric
-    for section in [
-        "dial_to_pbx_invite",
-        "pbx_200_to_meta_accept",
-        "dial_to_active",
-        "longest_gap_ms",
-    ] {
-        let start = json.find(&format!("\"{section}\":")).expect(section);
-        let obj = &json[start..];
-        let obj = &obj[..obj.find('}').unwrap()];
+    for section in setup_sections {
         for p in ["p50", "p90", "p99", "max"] {
-            let v = number(obj, p);
-            assert!(v >= 0.0, "{section}.{p} = {v}: {json}");
+            let v = number(r, &["setup_ms", section, p]);
+            assert!(v >= 0.0, "{section}.{p} = {v}: {r}");
         }
         assert_eq!(
-            number(obj, "n"),
+            number(r, &["setup_ms", section, "n"]),
             3.0,
-            "{section}: one sample per call: {json}"
+            "{section}: one sample per call: {r}"
         );
     }
+    for path in [
+        ["gateway", "cpu_s"],
+        ["gateway", "call_s"],
+        ["gateway", "cpu_s_per_call_s"],
+        ["gateway", "cores_busy_avg"],
+        ["gateway", "rss_idle_kib"],
+        ["gateway", "rss_at_peak_kib"],
+        ["gateway", "rss_max_kib"],
+        ["gateway", "peak_concurrent"],
+        ["gateway", "rss_per_call_kib"],
+        ["udp_receive_drops", "sipp_echo"],
+        ["udp_receive_drops", "whatsip_whatsapp_sockets"],
+        ["udp_receive_drops", "whatsip_pbx_legs"],
+        ["udp_receive_drops", "phones_and_others"],
+        ["load_generators", "driver_sim_phones_cpu_s"],
+        ["load_generators", "driver_cores_avg"],
+        ["load_generators", "sipp_cpu_s"],
+        ["calls", "dial_rate_achieved"],
+    ] {
+        let v = number(r, &path);
+        assert!(v >= 0.0, "{path:?} = {v}: {r}");
+    }
+    assert!(number(r, &["wall_s"]) > 0.0, "{r}");
+    assert!(number(r, &["gateway", "rss_idle_kib"]) > 0.0, "{r}");
+    assert!(!r["loadavg_start"].as_str().unwrap_or("").is_empty(), "{r}");
+    assert!(
+        !r["cpus"]["gateway"].as_str().unwrap_or("").is_empty(),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_harness_smoke_three_transcoded_calls() {
+    let Some(r) = run(
+        bench_load::Profile::Transcode,
+        Duration::from_secs(3),
+        "transcode",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(r["phones"], "light", "{r}");
+    assert_complete(
+        &r,
+        &[
+            "dial_to_pbx_invite",
+            "gw_webhook_to_pbx_invite",
+            "gw_pbx_200_to_accept_sent",
+            "pbx_200_to_meta_accept",
+            "dial_to_active",
+        ],
+    );
+    // every call's tone came back through the PBX's echo and the transcoder
+    assert_eq!(number(&r, &["media", "calls_with_tone"]), 3.0, "{r}");
+    assert!(
+        number(&r, &["media", "phone_packets_received"]) > 0.0,
+        "{r}"
+    );
+    assert!(number(&r, &["media", "frames_analysed"]) > 0.0, "{r}");
+    for p in ["p50", "p99", "max"] {
+        assert!(number(&r, &["media", "longest_gap_ms", p]) >= 0.0, "{r}");
+    }
     for key in [
-        "wall_s",
-        "cpu_s",
-        "call_s",
-        "cpu_s_per_call_s",
-        "cores_busy_avg",
-        "rss_idle_kib",
-        "rss_at_peak_kib",
-        "rss_max_kib",
-        "peak_concurrent",
-        "rss_per_call_kib",
         "phone_packets_sent",
         "roundtrip_received_over_sent",
-        "gateway_to_phone_loss_pct",
+        "gateway_to_phone_seq_loss_pct",
         "frames_with_tone_pct",
         "calls_with_gap_over_1s",
-        "sipp_echo",
-        "whatsip_whatsapp_socket",
-        "whatsip_pbx_legs",
-        "phones_and_others",
-        "driver_sim_phones_cpu_s",
-        "sipp_cpu_s",
     ] {
-        let v = number(&json, key);
-        assert!(v >= 0.0, "{key} = {v}: {json}");
+        assert!(number(&r, &["media", key]) >= 0.0, "{key}: {r}");
     }
-    assert!(number(&json, "rss_idle_kib") > 0.0, "{json}");
-    assert!(number(&json, "call_s") >= 9.0, "3 calls held 3 s: {json}");
-    assert!(!value(&json, "loadavg_start").is_empty(), "{json}");
+    // the gateway's /metrics was scraped: its RTP counters per leg
+    assert!(
+        number(
+            &r,
+            &[
+                "media",
+                "per_direction",
+                "gateway_rtp_received_from_whatsapp"
+            ]
+        ) > 0.0,
+        "{r}"
+    );
+    assert!(
+        number(&r, &["media", "per_direction", "phone_to_gateway_loss_pct"]).is_finite(),
+        "{r}"
+    );
+    assert!(
+        number(&r, &["gateway", "call_s"]) >= 9.0,
+        "3 calls held 3 s: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_harness_smoke_three_signalling_only_calls() {
+    let Some(r) = run(
+        bench_load::Profile::Signalling,
+        Duration::from_millis(500),
+        "signalling",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_complete(
+        &r,
+        &[
+            "dial_to_pbx_invite",
+            "gw_webhook_to_pbx_invite",
+            "gw_pbx_200_to_accept_sent",
+            "dial_to_active",
+        ],
+    );
+    // no audio in this profile: the phones sent nothing and no gap is judged
+    assert_eq!(number(&r, &["media", "phone_packets_sent"]), 0.0, "{r}");
+    assert_eq!(number(&r, &["media", "calls_with_gap_over_1s"]), 0.0, "{r}");
 }
