@@ -455,6 +455,9 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         let id = &self.wa_call_id;
         let answer = self.answer_sdp.clone().unwrap_or_default();
         let started = SystemClock::now();
+        if matches!(action, GraphAction::Accept) {
+            self.milestone(MilestoneKind::AcceptSent);
+        }
         let result = match action {
             GraphAction::PreAccept => self.side.pre_accept(id, &answer).await,
             GraphAction::Accept => self.side.accept(id, &answer, None).await,
@@ -1065,9 +1068,11 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
     }
 
     fn milestone(&self, kind: MilestoneKind) {
-        info!(milestone = %kind, "call milestone");
+        let at_unix_us = CallMilestone::now_unix_us();
+        info!(milestone = %kind, at_us = at_unix_us, "call milestone");
         self.cdr_lock().observe(&kind, self.sip_call_id.as_deref());
         let _ = self.shared.milestones.send(CallMilestone {
+            at_unix_us,
             wa_call_id: self.caller.call_id.as_str().to_owned(),
             sip_call_id: self.sip_call_id.clone(),
             kind,
