@@ -48,7 +48,9 @@ const WA_CLOSED_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) sip: Endpoint,
-    pub(crate) pbx_target: Target,
+    /// Where new calls send their INVITEs (swapped by a config reload; a call keeps the
+    /// target it started with: [`Shared::pbx_target`]).
+    pub(crate) trunk: std::sync::RwLock<Target>,
     pub(crate) webrtc: WebRtcEndpoint,
     pub(crate) ports: Mutex<PortAllocator>,
     pub(crate) media_ip: IpAddr,
@@ -63,10 +65,45 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::ops::metrics::Metrics>,
     /// Health facts for `/readyz` (PBX reachability, draining).
     pub(crate) health: super::ops_admin::Health,
+    /// The Graph API client and one side per business number (swapped by a reload).
+    pub(crate) graph: std::sync::RwLock<super::GraphHandles>,
     /// The reloadable config (SIGHUP): new calls are routed by its dial plan.
     pub(crate) live_config: crate::config::SharedConfig,
     /// Call permissions and the consent guard (business-initiated calls, admin API).
     pub(crate) permissions: Arc<Mutex<crate::permission::PermissionTracker>>,
+}
+
+impl Shared {
+    /// The PBX trunk target for a call starting now.
+    pub(crate) fn pbx_target(&self) -> Target {
+        self.trunk
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The Graph API client as of now.
+    pub(crate) fn graph_client(&self) -> whatsip_meta::rt::GraphClient {
+        self.graph
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .client()
+    }
+
+    /// The WhatsApp sides by phone-number id, as of now.
+    pub(crate) fn graph_sides(&self) -> Arc<HashMap<String, whatsip_meta::rt::GraphSide>> {
+        self.graph
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sides
+            .clone()
+    }
+
+    /// The config for a call starting now (the reloaded one after SIGHUP); the call keeps
+    /// it for its whole life.
+    pub(crate) fn live(&self) -> Arc<Config> {
+        self.live_config.snapshot()
+    }
 }
 
 /// Live calls by WhatsApp call id and by the SIP Call-IDs of their attempts.
@@ -204,6 +241,10 @@ enum Wake {
 
 struct CallTask<S> {
     shared: Arc<Shared>,
+    /// The config as of the call's start (a reload does not touch live calls).
+    config: Arc<Config>,
+    /// The trunk as of the call's start; in-dialog requests keep going there.
+    pbx_target: Target,
     span: Span,
     core: InboundCall,
     caller: WaCaller,
@@ -252,6 +293,8 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         Self {
             business_number: setup.business_number.clone(),
             cdr: std::sync::Mutex::new(cdr),
+            config: shared.live(),
+            pbx_target: shared.pbx_target(),
             shared,
             span,
             core: InboundCall::new(setup.route),
@@ -668,7 +711,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             return;
         };
         let sdp = build_offer(&local_media, &sdp_config);
-        let pbx = self.shared.pbx_target.clone();
+        let pbx = self.pbx_target.clone();
         let Some(local) = self.shared.sip.local_addr(pbx.kind, pbx.addr) else {
             warn!(
                 transport = pbx.kind.as_str(),
@@ -684,10 +727,10 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             return;
         };
         let ctx = pbx_invite_context(
-            &self.shared.config.headers,
+            &self.config.headers,
             &self.caller,
             &target,
-            &self.shared.config.pbx.domain,
+            &self.config.pbx.domain,
         );
         let host = local.ip();
         let call_id = CallId::new(format!("{:016x}@{host}", rand::random::<u64>()));
@@ -773,12 +816,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
                 if first {
                     let ack = ack_for_2xx(&pbx::without_via(&a.invite), &r);
                     a.answer = Some(r.clone());
-                    if let Err(e) = self
-                        .shared
-                        .sip
-                        .send_ack(ack, self.shared.pbx_target.clone())
-                        .await
-                    {
+                    if let Err(e) = self.shared.sip.send_ack(ack, self.pbx_target.clone()).await {
                         warn!(error = %e, "ack could not be sent");
                     }
                 }
@@ -884,7 +922,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         let bye = pbx::bye(&a.invite, &answer, 2);
         let key = dialog_key(a, &answer);
         let sip = self.shared.sip.clone();
-        let target = self.shared.pbx_target.clone();
+        let target = self.pbx_target.clone();
         tokio::spawn(
             async move {
                 match sip.send_request(bye, target).await {
@@ -981,7 +1019,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
     async fn respond(&self, req: &IncomingRequest, status: StatusCode, sdp: Option<String>) {
         let mut resp = pbx::response(&req.request, status);
         if status.is_success() {
-            let pbx = &self.shared.pbx_target;
+            let pbx = &self.pbx_target;
             if let Some(local) = self.shared.sip.local_addr(pbx.kind, pbx.addr)
                 && matches!(req.request.method, Method::Invite | Method::Update)
             {
@@ -1069,7 +1107,11 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
 
     fn milestone(&self, kind: MilestoneKind) {
         let at_unix_us = CallMilestone::now_unix_us();
-        info!(milestone = %kind, at_us = at_unix_us, "call milestone");
+        info!(
+            milestone = %crate::ops::redact::milestone(&kind, self.config.logging.redact_phone_numbers),
+            at_us = at_unix_us,
+            "call milestone"
+        );
         self.cdr_lock().observe(&kind, self.sip_call_id.as_deref());
         let _ = self.shared.milestones.send(CallMilestone {
             at_unix_us,
