@@ -463,11 +463,25 @@ async fn e2e_terminate_before_connect_starts_no_ghost_call() {
         .expect("connect delivered late");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.graph_actions().is_empty(), "{:?}", h.graph_actions());
-    // KNOWN GAP (issue 8, "one record per call attempt"): the late connect of a call Meta
-    // already terminated is dropped by the dispatcher without a record. Until it writes a
-    // `cancelled` one, this pins today's behaviour so the change is noticed.
-    let all = common::cdr::final_records(&h.cdr_db);
-    assert!(all.is_empty(), "{all:#?}");
+    // One record for the attempt (issue 8): cancelled by the caller, nothing at the PBX.
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = common::cdr::final_records(&h.cdr_db);
+        if !all.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let r = &all[0];
+    assert_eq!(r.wa_call_id, id.as_str(), "{r:#?}");
+    assert_eq!(r.outcome, whatsip_cdr::Outcome::Cancelled, "{r:#?}");
+    assert_eq!(r.ending.hangup_by, Some(whatsip_cdr::HangupSide::WhatsApp));
+    assert_eq!(
+        (r.business_number.as_str(), r.customer_number.as_str()),
+        (BUSINESS, CUSTOMER)
+    );
+    assert!(r.pbx_call_id.is_none() && r.answer_at.is_none(), "{r:#?}");
     let ms = h.finish().await;
     assert!(
         !ms.iter()

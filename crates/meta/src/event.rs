@@ -87,6 +87,9 @@ pub struct WebhookEvent {
     pub context: EventContext,
     /// The event.
     pub event: Event,
+    /// Set by the webhook server on a `connect` whose `terminate` arrived first: the caller
+    /// hung up before the offer reached us. Record the attempt; never start the call.
+    pub after_terminate: bool,
 }
 
 /// A typed event.
@@ -564,6 +567,7 @@ fn parse_change(
             out.events.push(WebhookEvent {
                 context: ctx,
                 event: Event::AccountSettingsUpdate(update),
+                after_terminate: false,
             });
         }
         "account_update" => {
@@ -571,6 +575,7 @@ fn parse_change(
             out.events.push(WebhookEvent {
                 context: ctx,
                 event: Event::AccountUpdate(update),
+                after_terminate: false,
             });
         }
         other => {
@@ -694,6 +699,7 @@ fn parse_calls_value(
                 out.events.push(WebhookEvent {
                     context: ctx.clone(),
                     event,
+                    after_terminate: false,
                 });
             }
             Ok(None) => {}
@@ -707,6 +713,7 @@ fn parse_calls_value(
             Ok(Some(status)) => out.events.push(WebhookEvent {
                 context: ctx.clone(),
                 event: Event::Status(status),
+                after_terminate: false,
             }),
             Ok(None) => {}
             Err(e) => out.notes.push(e.into_note()),
@@ -719,6 +726,7 @@ fn parse_calls_value(
                 field: "calls".into(),
                 errors: value_errors,
             }),
+            after_terminate: false,
         });
     }
     Ok(())
@@ -919,6 +927,7 @@ fn parse_messages_value(
             Ok(Some(reply)) => out.events.push(WebhookEvent {
                 context: ctx.clone(),
                 event: Event::PermissionReply(reply),
+                after_terminate: false,
             }),
             Ok(None) => {}
             Err(e) => out.notes.push(e.into_note()),
@@ -934,6 +943,7 @@ fn parse_messages_value(
                 out.events.push(WebhookEvent {
                     context: ctx.clone(),
                     event: Event::MessageFailed(failed),
+                    after_terminate: false,
                 })
             }
             Ok(None) => {}
@@ -949,6 +959,7 @@ fn parse_messages_value(
                 field: "messages".into(),
                 errors,
             }),
+            after_terminate: false,
         });
     }
     Ok(())

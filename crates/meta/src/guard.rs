@@ -10,7 +10,9 @@
 //! - every call id it saw `connect` for, so a second `connect` for the same call is a duplicate
 //!   even with another `timestamp`;
 //! - every call id it saw `terminate` for, for `ended_ttl`, so a late `connect` or status for
-//!   a call that already ended is [`Verdict::AlreadyEnded`] and never starts a call.
+//!   a call that already ended never starts a call: the first `connect` of a call whose
+//!   `terminate` overtook it is [`Verdict::ConnectAfterTerminate`] (the attempt can still be
+//!   recorded), anything later [`Verdict::AlreadyEnded`].
 //!
 //! A `connect` older than `max_connect_age` by its `timestamp` against the wall clock is
 //! [`Verdict::Stale`]: the user gave up long ago (Meta allows 30–60 s to answer), so acting
@@ -34,7 +36,10 @@
 //! let wall = UNIX_EPOCH + Duration::from_secs(1001);
 //! // terminate arrived first, then its connect: the connect must not start a call.
 //! assert_eq!(guard.handle_event(&parsed.events[0].event, now, wall), Verdict::Fresh);
-//! assert_eq!(guard.handle_event(&parsed.events[1].event, now, wall), Verdict::AlreadyEnded);
+//! assert_eq!(
+//!     guard.handle_event(&parsed.events[1].event, now, wall),
+//!     Verdict::ConnectAfterTerminate
+//! );
 //! # Ok::<(), whatsip_meta::WebhookError>(())
 //! ```
 
@@ -80,6 +85,9 @@ pub enum Verdict {
     Duplicate,
     /// A `connect` or status for a call already terminated: drop it; never start the call.
     AlreadyEnded,
+    /// The first `connect` of a call whose `terminate` came first (the caller hung up
+    /// before the offer reached us): never start the call, but the attempt may be recorded.
+    ConnectAfterTerminate,
     /// A `connect` too old to act on.
     Stale {
         /// Its age by `timestamp`.
@@ -121,7 +129,12 @@ impl CallEventGuard {
         match event {
             Event::Connect(c) => {
                 if self.ended.contains(&c.call_id) {
-                    return Verdict::AlreadyEnded;
+                    if self.connected.contains(&c.call_id) {
+                        return Verdict::AlreadyEnded;
+                    }
+                    self.connected
+                        .insert(c.call_id.clone(), now + self.config.ended_ttl, max);
+                    return Verdict::ConnectAfterTerminate;
                 }
                 if self.connected.contains(&c.call_id) {
                     return Verdict::Duplicate;

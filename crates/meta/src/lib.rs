@@ -9,7 +9,8 @@
 //!   unknown fields and events become [`ParseNote`]s, never failures; and back to Meta's
 //!   JSON with [`WebhookEvent::to_envelope`];
 //! - deduplicates and orders events ([`CallEventGuard`]): re-deliveries are dropped, and a
-//!   `connect` arriving after its `terminate` is [`Verdict::AlreadyEnded`];
+//!   `connect` arriving after its `terminate` never starts a call
+//!   ([`Verdict::ConnectAfterTerminate`]);
 //! - builds every Graph API request as plain data ([`graph::GraphRequest`]) and parses every
 //!   reply, mapping Meta's error body to [`GraphError`] with a typed [`MetaErrorCode`].
 //!

@@ -96,6 +96,15 @@ fn terminate_before_connect_never_starts_the_call() {
             t0 + Duration::from_secs(1),
             wall(1003)
         ),
+        Verdict::ConnectAfterTerminate
+    );
+    // Another connect of it (other timestamp) is not passed on again.
+    assert_eq!(
+        g.handle_event(
+            &connect("wacid.A", 1001),
+            t0 + Duration::from_secs(1),
+            wall(1003)
+        ),
         Verdict::AlreadyEnded
     );
     // Its re-delivery is still refused (as a duplicate now).

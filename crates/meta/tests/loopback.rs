@@ -273,21 +273,31 @@ async fn duplicates_and_terminate_before_connect_over_http() {
     );
     let mut seen = Vec::new();
     loop {
-        let e = next_event(&mut rx).await;
-        seen.push((e.name(), call_id_of(&e).to_owned()));
-        if call_id_of(&e) == "wacid.SENTINEL" {
+        let w = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let e = &w.event;
+        seen.push((e.name(), call_id_of(e).to_owned(), w.after_terminate));
+        if call_id_of(e) == "wacid.SENTINEL" {
             break;
         }
         assert!(seen.len() < 10);
     }
-    let names: Vec<(&str, &str)> = seen.iter().map(|(n, id)| (*n, id.as_str())).collect();
+    let names: Vec<(&str, &str, bool)> = seen
+        .iter()
+        .map(|(n, id, late)| (*n, id.as_str(), *late))
+        .collect();
+    // A connect after its terminate is passed on once, marked, for the record only.
     assert_eq!(
         names,
         [
-            ("connect", "wacid.DUP"),
-            ("terminate", "wacid.LATE"),
-            ("terminate", "wacid.BATCH"),
-            ("connect", "wacid.SENTINEL"),
+            ("connect", "wacid.DUP", false),
+            ("terminate", "wacid.LATE", false),
+            ("connect", "wacid.LATE", true),
+            ("terminate", "wacid.BATCH", false),
+            ("connect", "wacid.BATCH", true),
+            ("connect", "wacid.SENTINEL", false),
         ]
     );
     let stats = server.stats().snapshot();

@@ -141,6 +141,26 @@ impl Dispatcher {
                     warn!("connect webhook with an empty call id");
                     return;
                 };
+                if ev.after_terminate {
+                    // Meta's terminate overtook this connect: the caller hung up before
+                    // whatsip ever saw the call. Nothing goes to the PBX, but the attempt
+                    // gets its record.
+                    info!(wa_call_id = %id.as_str(), "connect after its terminate: recorded as cancelled");
+                    self.ended.record(id.clone(), now);
+                    let (cdr, metrics) = (self.shared.cdr.clone(), self.shared.metrics.clone());
+                    let (business, customer) = (to.as_str().to_owned(), from.as_str().to_owned());
+                    self.tasks.spawn(async move {
+                        super::ops_cdr::write_terminated_before_connect(
+                            cdr,
+                            &metrics,
+                            id.as_str(),
+                            (&business, &customer),
+                            super::ops_cdr::wall_now(),
+                        )
+                        .await;
+                    });
+                    return;
+                }
                 if self.ended.contains(&id, now) {
                     info!(wa_call_id = %id.as_str(), "connect for an ended call ignored");
                     return;

@@ -179,6 +179,38 @@ pub(crate) async fn write_refused(
     offer_at: UnixMillis,
     reason: &str,
 ) {
+    let numbers = (business_number, customer_number);
+    let end = (Outcome::Refused, HangupSide::Gateway, reason);
+    write_without_task(writer, metrics, wa_call_id, numbers, offer_at, end).await;
+}
+
+/// Writes the record of a user-initiated call Meta ended before its `connect` webhook
+/// reached whatsip (the `terminate` overtook it): cancelled by the caller, nothing sent
+/// to the PBX.
+pub(crate) async fn write_terminated_before_connect(
+    writer: Option<CdrWriter>,
+    metrics: &Metrics,
+    wa_call_id: &str,
+    (business_number, customer_number): (&str, &str),
+    offer_at: UnixMillis,
+) {
+    let end = (
+        Outcome::Cancelled,
+        HangupSide::WhatsApp,
+        "terminated by Meta before the connect webhook arrived",
+    );
+    let numbers = (business_number, customer_number);
+    write_without_task(writer, metrics, wa_call_id, numbers, offer_at, end).await;
+}
+
+async fn write_without_task(
+    writer: Option<CdrWriter>,
+    metrics: &Metrics,
+    wa_call_id: &str,
+    (business_number, customer_number): (&str, &str),
+    offer_at: UnixMillis,
+    (outcome, hangup_by, reason): (Outcome, HangupSide, &str),
+) {
     let digits = |n: &'_ str| n.strip_prefix('+').unwrap_or(n).to_owned();
     let mut record = CallRecord::new(
         wa_call_id,
@@ -188,13 +220,13 @@ pub(crate) async fn write_refused(
         offer_at,
     );
     record.end_at = Some(wall_now());
-    record.outcome = Outcome::Refused;
-    record.ending.hangup_by = Some(HangupSide::Gateway);
+    record.outcome = outcome;
+    record.ending.hangup_by = Some(hangup_by);
     record.ending.reason = Some(reason.to_owned());
     metrics.call_started(CallDirection::inbound);
     metrics.call_ended(
         CallDirection::inbound,
-        Outcome::Refused.as_str(),
+        outcome.as_str(),
         &cause(reason),
         None,
     );

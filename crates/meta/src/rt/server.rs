@@ -446,6 +446,16 @@ async fn process(
                     WebhookStats::bump(&stats.duplicates);
                     debug!(event = name, wa_call_id = %call_id, "duplicate webhook dropped");
                 }
+                Verdict::ConnectAfterTerminate => {
+                    WebhookStats::bump(&stats.already_ended);
+                    info!(event = name, wa_call_id = %call_id, "connect after its terminate: passed on for the record only");
+                    let mut event = event;
+                    event.after_terminate = true;
+                    if events.send(event).await.is_err() {
+                        debug!("webhook event receiver dropped; stopping processing");
+                        return;
+                    }
+                }
                 Verdict::AlreadyEnded => {
                     WebhookStats::bump(&stats.already_ended);
                     info!(event = name, wa_call_id = %call_id, "webhook for a call already ended dropped");
