@@ -360,11 +360,18 @@ impl Drop for WaCallHandle {
 const RECV_BATCH: usize = 64;
 
 struct Call {
-    leg: WaLeg,
+    /// Boxed: str0m's `Rtc` is ~10 KiB inline, and the calls map keeps up to half its slots
+    /// empty after growing; boxed, an empty slot costs a pointer, not a whole leg.
+    leg: Box<WaLeg>,
     /// The call's span (`Span::current()` when the call was created), entered for its work.
     span: Span,
     events: mpsc::Sender<WaCallEvent>,
+    /// The leg's next timeout.
     timeout: Option<Instant>,
+    /// The earliest heap entry of this call still pending, if any. A new timeout is pushed
+    /// only when earlier than it, so the heap holds about one entry per call instead of one
+    /// per packet (str0m moves its timeout on almost every datagram).
+    armed: Option<Instant>,
     addrs: Vec<SocketAddr>,
     path: MediaPath,
     /// Whether a dropped event was already logged (one `warn` per call).
@@ -548,10 +555,11 @@ impl WorkerTask {
         self.calls.insert(
             key,
             Call {
-                leg,
+                leg: Box::new(leg),
                 span,
                 events,
                 timeout: None,
+                armed: None,
                 addrs: remotes,
                 path,
                 drop_logged: false,
@@ -597,8 +605,20 @@ impl WorkerTask {
             let Some(call) = self.calls.get_mut(&key) else {
                 continue;
             };
-            if call.timeout != Some(t) {
-                continue; // stale entry
+            if call.armed == Some(t) {
+                call.armed = None;
+            }
+            match call.timeout {
+                Some(due) if due <= now => {}
+                Some(later) => {
+                    // the leg moved its timeout later since this entry was pushed
+                    if call.armed.is_none() {
+                        call.armed = Some(later);
+                        self.timers.push(Reverse((later, key)));
+                    }
+                    continue;
+                }
+                None => continue,
             }
             call.timeout = None;
             let span = call.span.clone();
@@ -667,11 +687,12 @@ impl WorkerTask {
             return;
         }
         let t = call.leg.poll_timeout();
-        if t != call.timeout {
-            call.timeout = t;
-            if let Some(t) = t {
-                self.timers.push(Reverse((t, key)));
-            }
+        call.timeout = t;
+        if let Some(t) = t
+            && call.armed.is_none_or(|armed| t < armed)
+        {
+            call.armed = Some(t);
+            self.timers.push(Reverse((t, key)));
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use str0m::media::Mid;
@@ -29,6 +29,8 @@ pub(crate) struct RtcSession {
     connected: bool,
     terminated: bool,
     tx_seq: SeqExtender,
+    /// Whether our send stream's RTX cache was switched off (see `send_rtp`).
+    rtx_cache_off: bool,
     stats: WaLegStats,
 }
 
@@ -43,6 +45,7 @@ impl RtcSession {
             connected: false,
             terminated: false,
             tx_seq: SeqExtender::default(),
+            rtx_cache_off: false,
             stats: WaLegStats::default(),
         }
     }
@@ -154,6 +157,13 @@ impl RtcSession {
         let Some(stream) = api.stream_tx_by_mid(mid, None) else {
             return Err(WaLegError::NoSendStream);
         };
+        if !self.rtx_cache_off {
+            // str0m keeps every sent packet for 3 s (up to 2,000) to answer NACKs with RTX.
+            // We negotiate neither NACK nor RTX for Opus (reference §6.1), so the cache is
+            // dead weight: ~150 packets per call, the largest per-call allocation.
+            stream.set_rtx_cache(0, Duration::ZERO, None);
+            self.rtx_cache_off = true;
+        }
         stream.write_rtp(
             RtpWrite::new(rtp.pt.into(), seq, rtp.ts.0, now, rtp.payload.as_ref())
                 .marker(rtp.marker),
