@@ -125,7 +125,10 @@ pub(crate) fn loadavg() -> String {
 /// The start of an even RTP range of `len` ports whose first `head` ports (the gateway's
 /// WhatsApp media sockets) are free right now; other tests on this machine use other ranges.
 pub(crate) fn free_rtp_base(len: u32, head: u32) -> Result<u32, String> {
-    let seed = std::process::id();
+    // two runs in one process (the smoke tests run in parallel) must not pick one range
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::process::id().wrapping_add(run.wrapping_mul(37));
     for i in 0..50u32 {
         let base = 20_000 + ((seed.wrapping_add(i * 7919)) % 200) * 200;
         if base + len > 65_000 {

@@ -33,6 +33,8 @@ pub(crate) struct CallResult {
 #[derive(Default, Debug)]
 pub(crate) struct GwTimes {
     offer_us: Option<i64>,
+    pre_accept_sent_us: Option<i64>,
+    pre_accepted_us: Option<i64>,
     invite_us: Option<i64>,
     answered_us: Option<i64>,
     accept_sent_us: Option<i64>,
@@ -78,6 +80,10 @@ pub(crate) fn parse_gateway_log(text: &str) -> HashMap<String, GwTimes> {
         let e = out.entry(id.to_owned()).or_default();
         let slot = if ms.starts_with("offer received") {
             &mut e.offer_us
+        } else if ms.starts_with("pre_accept sent") {
+            &mut e.pre_accept_sent_us
+        } else if ms.starts_with("pre_accept ok") {
+            &mut e.pre_accepted_us
         } else if ms.starts_with("INVITE sent") {
             &mut e.invite_us
         } else if ms.starts_with("200 OK from the PBX") {
@@ -264,6 +270,7 @@ pub(crate) fn build_report(
     let failed: usize = results.iter().filter(|r| r.failure.is_some()).count();
     let mut dial_to_invite = Vec::new();
     let mut offer_to_invite = Vec::new();
+    let mut pre_accept_rtt = Vec::new();
     let mut ans_to_accept_sent = Vec::new();
     let mut ans_to_accept = Vec::new();
     for r in results.iter().filter(|r| r.answered) {
@@ -274,7 +281,16 @@ pub(crate) fn build_report(
         if let Some(inv) = t.invite_us {
             dial_to_invite.push(ms(r.dial_wall_us, inv));
             if let Some(o) = t.offer_us {
-                offer_to_invite.push(ms(o, inv));
+                // the gateway waits for Meta's pre_accept answer before it INVITEs: that
+                // round trip (the simulator's time) is not the gateway's
+                let graph = match (t.pre_accept_sent_us, t.pre_accepted_us) {
+                    (Some(a), Some(b)) if b >= a => {
+                        pre_accept_rtt.push(ms(a, b));
+                        b - a
+                    }
+                    _ => 0,
+                };
+                offer_to_invite.push(ms(o, inv - graph));
             }
         }
         if let Some(a) = t.answered_us {
@@ -387,6 +403,7 @@ pub(crate) fn build_report(
         "setup_ms": {
             "dial_to_pbx_invite": percentiles(dial_to_invite),
             "gw_webhook_to_pbx_invite": percentiles(offer_to_invite),
+            "pre_accept_round_trip": percentiles(pre_accept_rtt),
             "gw_pbx_200_to_accept_sent": percentiles(ans_to_accept_sent),
             "pbx_200_to_meta_accept": percentiles(ans_to_accept),
             "dial_to_active": percentiles(dial_to_active),
@@ -486,8 +503,13 @@ fn table(r: &Value) -> String {
     );
     let _ = writeln!(
         t,
-        "| gateway: webhook → PBX INVITE | {} |",
+        "| gateway: webhook → PBX INVITE, less the pre_accept round trip | {} |",
         p(&s["gw_webhook_to_pbx_invite"])
+    );
+    let _ = writeln!(
+        t,
+        "| pre_accept round trip (simulator; excluded above) | {} |",
+        p(&s["pre_accept_round_trip"])
     );
     let _ = writeln!(
         t,

@@ -3,7 +3,8 @@
 //! Each milestone carries the wall-clock time it was emitted at ([`CallMilestone::at_unix_us`]),
 //! and the JSON log line `call milestone` has it as `at_us`: the load harness
 //! (`examples/bench_load.rs`) computes the gateway's own setup latency from these, e.g.
-//! [`MilestoneKind::OfferReceived`] → [`MilestoneKind::InviteSent`] and
+//! [`MilestoneKind::OfferReceived`] → [`MilestoneKind::InviteSent`] (less the `pre_accept`
+//! round trip, [`MilestoneKind::PreAcceptSent`] → [`MilestoneKind::PreAccepted`]) and
 //! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`].
 
 use std::fmt;
@@ -27,6 +28,8 @@ pub enum MilestoneKind {
         /// Why.
         reason: String,
     },
+    /// Our `pre_accept` request is on its way to Meta.
+    PreAcceptSent,
     /// Meta accepted our `pre_accept`.
     PreAccepted,
     /// An INVITE went to the PBX.
@@ -129,6 +132,7 @@ impl fmt::Display for MilestoneKind {
             Self::OfferReceived => write!(f, "offer received"),
             Self::Routed { rule, target } => write!(f, "routed by rule `{rule}` to {target}"),
             Self::Refused { reason } => write!(f, "refused by the dial plan: {reason}"),
+            Self::PreAcceptSent => write!(f, "pre_accept sent"),
             Self::PreAccepted => write!(f, "pre_accept ok"),
             Self::InviteSent { attempt, uri } => {
                 write!(f, "INVITE sent to {uri} (attempt {attempt})")
