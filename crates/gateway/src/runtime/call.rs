@@ -498,8 +498,10 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
         let id = &self.wa_call_id;
         let answer = self.answer_sdp.clone().unwrap_or_default();
         let started = SystemClock::now();
-        if matches!(action, GraphAction::Accept) {
-            self.milestone(MilestoneKind::AcceptSent);
+        match action {
+            GraphAction::PreAccept => self.milestone(MilestoneKind::PreAcceptSent),
+            GraphAction::Accept => self.milestone(MilestoneKind::AcceptSent),
+            _ => {}
         }
         let result = match action {
             GraphAction::PreAccept => self.side.pre_accept(id, &answer).await,
