@@ -244,10 +244,35 @@ async fn ops_metrics_health_and_readiness_after_an_answered_call() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // One malformed SIP datagram: a parse error counted on UDP.
+    let sip_udp =
+        h.gw.as_ref()
+            .unwrap()
+            .sip_addrs()
+            .into_iter()
+            .find(|(k, _)| *k == whatsip_sip::transport::TransportKind::Udp)
+            .unwrap()
+            .1;
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    junk.send_to(b"INVITE sip:x SIP/2.0\r\nVia: broken\r\n\r\n", sip_udp)
+        .unwrap();
 
-    let (status, text) = http_get(addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (status, t) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        text = t;
+        if text.contains("whatsip_transport_errors_total{transport=\"udp\",kind=\"parse\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("whatsip_transport_errors_total{transport=\"udp\",kind=\"parse\"} 1")
+            && text.contains("whatsip_transport_errors_total{transport=\"tcp\",kind=\"parse\"} 0"),
+        "the malformed datagram counts as a UDP parse error only:\n{text}"
+    );
     let get = |p: &str| sample(&text, p).unwrap_or_else(|| panic!("{p} missing in\n{text}"));
     assert_eq!(
         get("whatsip_call_attempts_total{direction=\"inbound\"}"),

@@ -221,19 +221,21 @@ fn sample_foreign_counters(state: &AdminState, m: &Metrics) {
 
     m.sample_sip(&state.shared.sip.message_counts());
     m.sample_media();
-    let t = state.shared.sip.transport().stats();
-    for (kind, value) in [
-        ("frame", t.frame_errors),
-        ("parse", t.parse_errors),
-        ("send", t.send_errors),
-        ("connection_refused", t.connections_refused),
-    ] {
-        let l = TransportErrorLabels {
-            transport: "all".into(),
-            kind: kind.into(),
-        };
-        catch_up(&m.transport_errors.get_or_create(&l), value);
+    for (transport, t) in state.shared.sip.transport().stats_by_kind() {
+        for (kind, value) in [
+            ("frame", t.frame_errors),
+            ("parse", t.parse_errors),
+            ("send", t.send_errors),
+            ("connection_refused", t.connections_refused),
+        ] {
+            let l = TransportErrorLabels {
+                transport: transport.as_str().to_ascii_lowercase(),
+                kind: kind.into(),
+            };
+            catch_up(&m.transport_errors.get_or_create(&l), value);
+        }
     }
+    // timeouts are counted by the transaction layer, over every transport
     let e = state.shared.sip.stats();
     for (kind, value) in [
         ("transaction_timeout", e.timeouts),

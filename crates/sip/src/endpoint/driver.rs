@@ -893,7 +893,7 @@ impl Driver {
                 self.on_response(resp, now);
             }
             Err(err) => {
-                self.transport.record_parse_error();
+                self.transport.record_parse_error(received.kind);
                 warn!(source = %received.source, error = %err, "malformed message");
                 if let Some(resp) = error_response(&received.bytes, &err) {
                     self.stats

@@ -367,6 +367,20 @@ pub struct TransportStatsSnapshot {
     pub connections_refused: u64,
 }
 
+impl TransportStatsSnapshot {
+    fn add(&mut self, o: &Self) {
+        self.messages_received += o.messages_received;
+        self.messages_sent += o.messages_sent;
+        self.keepalives += o.keepalives;
+        self.frame_errors += o.frame_errors;
+        self.parse_errors += o.parse_errors;
+        self.send_errors += o.send_errors;
+        self.connections_opened += o.connections_opened;
+        self.connections_closed += o.connections_closed;
+        self.connections_refused += o.connections_refused;
+    }
+}
+
 impl TransportStats {
     fn snapshot(&self) -> TransportStatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -409,7 +423,8 @@ struct Inner {
     listen_addrs: Vec<ListenAddr>,
     conns: Mutex<ConnTable>,
     events: mpsc::Sender<TransportEvent>,
-    stats: TransportStats,
+    /// By transport: UDP, TCP, TLS ([`Inner::stats_of`]).
+    stats: [TransportStats; 3],
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -493,7 +508,7 @@ impl Transport {
             listen_addrs,
             conns: Mutex::new(ConnTable::default()),
             events,
-            stats: TransportStats::default(),
+            stats: Default::default(),
             next_id: AtomicU64::new(1),
             shutdown,
         });
@@ -525,14 +540,25 @@ impl Transport {
             .map(|l| l.addr)
     }
 
-    /// Counters for metrics.
+    /// Counters for metrics, all transports together.
     pub fn stats(&self) -> TransportStatsSnapshot {
-        self.inner.stats.snapshot()
+        let mut total = TransportStatsSnapshot::default();
+        for (_, s) in self.stats_by_kind() {
+            total.add(&s);
+        }
+        total
     }
 
-    /// Counts a message that framed but failed to parse (called by the owner).
-    pub fn record_parse_error(&self) {
-        bump(&self.inner.stats.parse_errors);
+    /// Counters for metrics, per transport (UDP, TCP, TLS).
+    pub fn stats_by_kind(&self) -> [(TransportKind, TransportStatsSnapshot); 3] {
+        [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
+            .map(|k| (k, self.inner.stats_of(k).snapshot()))
+    }
+
+    /// Counts a message that arrived over `kind`, framed, but failed to parse (called by
+    /// the owner).
+    pub fn record_parse_error(&self, kind: TransportKind) {
+        bump(&self.inner.stats_of(kind).parse_errors);
     }
 
     /// Number of open stream connections.
@@ -555,7 +581,7 @@ impl Transport {
         }
         let result = self.send_inner(target, bytes);
         if result.is_err() {
-            bump(&self.inner.stats.send_errors);
+            bump(&self.inner.stats_of(target.kind).send_errors);
         }
         result
     }
@@ -578,7 +604,7 @@ impl Transport {
                 // socket's writer task sends it, so the caller never waits.
                 match sock.socket.try_send_to(&bytes, target.addr) {
                     Ok(_) => {
-                        bump(&self.inner.stats.messages_sent);
+                        bump(&self.inner.stats_of(TransportKind::Udp).messages_sent);
                         Ok(())
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock
@@ -655,6 +681,14 @@ impl Transport {
 }
 
 impl Inner {
+    fn stats_of(&self, kind: TransportKind) -> &TransportStats {
+        match kind {
+            TransportKind::Udp => &self.stats[0],
+            TransportKind::Tcp => &self.stats[1],
+            TransportKind::Tls => &self.stats[2],
+        }
+    }
+
     fn register(
         &self,
         table: &mut ConnTable,
@@ -672,7 +706,7 @@ impl Inner {
                 tx: tx.clone(),
             },
         );
-        bump(&self.stats.connections_opened);
+        bump(&self.stats_of(kind).connections_opened);
         (id, tx, rx)
     }
 
@@ -683,14 +717,14 @@ impl Inner {
             if table.by_key.get(&(entry.kind, entry.remote)) == Some(&id) {
                 table.by_key.remove(&(entry.kind, entry.remote));
             }
-            bump(&self.stats.connections_closed);
+            bump(&self.stats_of(entry.kind).connections_closed);
         }
     }
 
     async fn deliver(&self, received: Received) {
         trace!(target: "whatsip::wire", kind = %received.kind, source = %received.source,
             len = received.bytes.len(), message = %String::from_utf8_lossy(&received.bytes), "recv");
-        bump(&self.stats.messages_received);
+        bump(&self.stats_of(received.kind).messages_received);
         // Awaiting here pushes back on the socket when the owner is slow: UDP then drops in
         // the kernel (retransmissions recover), streams stop reading (TCP flow control).
         let _ = self.events.send(TransportEvent::Message(received)).await;
@@ -712,9 +746,9 @@ async fn udp_writer(
             () = stopped(&mut shutdown) => return,
         };
         match sock.send_to(&bytes, addr).await {
-            Ok(_) => bump(&inner.stats.messages_sent),
+            Ok(_) => bump(&inner.stats_of(TransportKind::Udp).messages_sent),
             Err(e) => {
-                bump(&inner.stats.send_errors);
+                bump(&inner.stats_of(TransportKind::Udp).send_errors);
                 debug!(%addr, error = %e, "udp send failed");
             }
         }
@@ -756,9 +790,9 @@ async fn udp_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>, local: SocketAddr) {
                     })
                     .await;
             }
-            Ok(None) => bump(&inner.stats.keepalives),
+            Ok(None) => bump(&inner.stats_of(TransportKind::Udp).keepalives),
             Err(e) => {
-                bump(&inner.stats.frame_errors);
+                bump(&inner.stats_of(TransportKind::Udp).frame_errors);
                 debug!(%source, error = %e, "dropped datagram");
             }
         }
@@ -795,7 +829,7 @@ async fn accept_loop(inner: Arc<Inner>, kind: TransportKind, listener: TcpListen
                 .then(|| inner.register(&mut table, kind, remote))
         });
         let Some((id, _tx, rx)) = registered else {
-            bump(&inner.stats.connections_refused);
+            bump(&inner.stats_of(kind).connections_refused);
             warn!(%remote, "connection refused: limit reached");
             continue;
         };
@@ -890,7 +924,7 @@ async fn connect_and_run(
 
 async fn connect_failed(inner: &Inner, id: ConnectionId, target: &Target) {
     inner.unregister(id);
-    bump(&inner.stats.send_errors);
+    bump(&inner.stats_of(target.kind).send_errors);
     let _ = inner
         .events
         .send(TransportEvent::ConnectFailed {
@@ -937,11 +971,11 @@ async fn run_stream<S>(
             m = rx.recv() => match m {
                 Some(bytes) => {
                     if let Err(e) = stream.write_all(&bytes).await {
-                        bump(&inner.stats.send_errors);
+                        bump(&inner.stats_of(kind).send_errors);
                         debug!(error = %e, "write error");
                         break;
                     }
-                    bump(&inner.stats.messages_sent);
+                    bump(&inner.stats_of(kind).messages_sent);
                 }
                 None => break,
             },
@@ -973,7 +1007,7 @@ where
         match framer.poll_frame() {
             Ok(None) => return true,
             Ok(Some(Frame::Ping)) => {
-                bump(&inner.stats.keepalives);
+                bump(&inner.stats_of(kind).keepalives);
                 // RFC 5626 §4.4.1: pong with a single CRLF.
                 if stream.write_all(b"\r\n").await.is_err() {
                     return false;
@@ -991,7 +1025,7 @@ where
                     .await;
             }
             Err(e) => {
-                bump(&inner.stats.frame_errors);
+                bump(&inner.stats_of(kind).frame_errors);
                 warn!(%remote, error = %e, "framing error, closing connection");
                 // RFC 3261 §18.3: a stream message without Content-Length is an error;
                 // answer 400 when the request can be answered, then close.

@@ -138,6 +138,12 @@ async fn tcp_frames_pipelined_messages_and_replies_on_same_connection() {
     assert_eq!(n, 0, "connection closed without data");
     assert_eq!(b.stats().frame_errors, 1);
     assert_eq!(b.stats().keepalives, 1);
+    // ... and they are TCP's: the per-transport split puts nothing on UDP or TLS.
+    let by_kind = b.stats_by_kind();
+    assert_eq!(by_kind[1].0, TransportKind::Tcp);
+    assert_eq!((by_kind[1].1.frame_errors, by_kind[1].1.keepalives), (1, 1));
+    assert_eq!(by_kind[0].1, Default::default(), "nothing on UDP");
+    assert_eq!(by_kind[2].1, Default::default(), "nothing on TLS");
     // After close, a reply to the old connection opens a new one to the address.
     let _ = conn;
 }
