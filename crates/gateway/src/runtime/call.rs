@@ -892,7 +892,7 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
         let wa_path = self.wa.as_ref().map(|w| w.path().clone());
         let (handle, wa_out, events) =
-            start_pbx_leg_on(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
+            start_pbx_leg(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
         if negotiated.pbx_direction != Direction::SendRecv {
             let _ = handle
                 .commands
@@ -1178,18 +1178,6 @@ async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
-/// The PBX leg's media task of a call in either direction: a relay for the negotiated codec
-/// on the call's RTP sockets, spawned inside the call's span, with the PBX's hold direction
-/// applied. Returns the task's handle, the packets it sends toward WhatsApp and its events.
-pub(crate) fn start_pbx_leg(
-    shared: &Shared,
-    negotiated: &NegotiatedMedia,
-    sockets: PbxSockets,
-    span: &Span,
-) -> Result<PbxLeg, String> {
-    start_pbx_leg_on(shared, negotiated, sockets, span, None)
-}
-
 /// The PBX leg's task, its packets toward WhatsApp and its events.
 pub(crate) type PbxLeg = (
     PbxMediaHandle,
@@ -1197,9 +1185,11 @@ pub(crate) type PbxLeg = (
     mpsc::Receiver<RelayEvent>,
 );
 
-/// [`start_pbx_leg`] counting into the WhatsApp leg's media path
-/// ([`WaCallHandle::path`]), so drops and added latency cover both legs of the call.
-pub(crate) fn start_pbx_leg_on(
+/// The PBX leg's media task of a call in either direction: a relay for the negotiated codec
+/// on the call's RTP sockets, spawned inside the call's span, counting into the WhatsApp
+/// leg's media path ([`WaCallHandle::path`]) when there is one, so drops and added latency
+/// cover both legs of the call.
+pub(crate) fn start_pbx_leg(
     shared: &Shared,
     negotiated: &NegotiatedMedia,
     sockets: PbxSockets,

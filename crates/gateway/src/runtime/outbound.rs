@@ -824,7 +824,8 @@ impl OutTask {
         match ev {
             WaLegEvent::Rtp(p) => {
                 if let Some(m) = &self.media {
-                    let _ = m.handle.commands.try_send(MediaCommand::WaPacket(p));
+                    // (counted in the call's MediaPath as wa_to_pbx_queue_full)
+                    m.handle.send_wa_packet(p);
                 }
             }
             WaLegEvent::Connected => self.milestone(MilestoneKind::MediaConnected),
@@ -1194,8 +1195,9 @@ impl OutTask {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
+        let wa_path = self.wa.as_ref().map(|w| w.path().clone());
         let (handle, wa_out, events) =
-            super::call::start_pbx_leg(&self.shared, &negotiated, sockets, &self.span)?;
+            super::call::start_pbx_leg(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
         if negotiated.pbx_direction != MediaDirection::SendRecv {
             let _ = handle
                 .commands
