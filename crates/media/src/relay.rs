@@ -6,7 +6,8 @@
 //!        ▼                                                │
 //!   jitter buffer ─▶ Opus decode @8/16 kHz (PLC, FEC) ─▶ G.711/G.722 encode ─▶ PBX
 //!   PBX ─▶ jitter buffer ─▶ G.711/G.722 decode (PLC) ─▶ Opus encode @8/16 kHz ─▶ WhatsApp
-//!   (Opus on both legs: payloads pass through untouched; only SSRC, seq and ts are rewritten)
+//!   (Opus on both legs: each packet is forwarded the moment it arrives, no jitter buffer;
+//!    payloads untouched, only SSRC, seq and ts rewritten; the far end de-jitters)
 //!   RFC 4733 events bypass the audio path in both directions (dtmf::DtmfForwarder);
 //!   toward a PBX without telephone-event they become in-band tones instead
 //! ```
@@ -14,8 +15,10 @@
 //! Drive contract (STYLE.md §1): feed every received packet to [`MediaRelay::handle_packet`],
 //! call [`MediaRelay::handle_tick`] whenever [`MediaRelay::poll_timeout`] is reached (once
 //! per ptime), and after each call drain [`MediaRelay::poll_transmit`] and
-//! [`MediaRelay::poll_event`]. Every tick queues at most one audio packet per leg; every
-//! outgoing packet gets the next sequence number of its leg's single SSRC, so sequence
+//! [`MediaRelay::poll_event`]. When transcoding, every tick queues at most one audio packet
+//! per leg; in pass-through a packet goes out per packet received, plus a fill-in frame
+//! toward WhatsApp on a tick when the PBX has been quiet for two frames. Every outgoing
+//! packet gets the next sequence number of its leg's single SSRC, so sequence
 //! numbers are never reused and WhatsApp sees one SSRC for the whole call (§6.1).
 //!
 //! Watchdogs: once the gateway opens the WhatsApp gate ([`MediaRelay::open_wa_gate`], after
@@ -282,6 +285,12 @@ struct Receiver {
     timeout_raised: bool,
     leg_stats: LegStats,
     last_sr: Option<(u32, Instant)>,
+    /// Pass-through: the RTP timestamp of the last packet forwarded as it arrived (its
+    /// successor's timestamp delta is kept); `None` after anything else was sent on the
+    /// outgoing stream, so the next packet starts a new talkspurt.
+    cut_through_ts: Option<RtpTs>,
+    /// Pass-through: when a packet was last forwarded as it arrived.
+    cut_through_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -461,6 +470,7 @@ impl MediaRelay {
             if rx.ssrc.is_some() {
                 debug!(?leg, ssrc = packet.ssrc.0, "source changed ssrc");
                 rx.jitter.reset();
+                rx.cut_through_ts = None;
             }
             rx.ssrc = Some(packet.ssrc);
         }
@@ -476,12 +486,64 @@ impl MediaRelay {
             self.forward_dtmf(leg, &packet);
             return;
         }
+        if self.passthrough {
+            self.cut_through(leg, packet, now);
+            return;
+        }
         let rx = self.receiver(leg);
         if rx.jitter.push(packet.seq, (packet.payload, now), now)
             != crate::jitter::PushOutcome::Accepted
         {
             rx.leg_stats.discarded += 1;
         }
+    }
+
+    /// Opus pass-through: forwards an audio packet the moment it arrives (no jitter buffer:
+    /// the far end has its own), on our outgoing stream: our SSRC, contiguous sequence
+    /// numbers, and the source's timestamp spacing, so its gaps (lost packets, silence
+    /// suppression) survive. A packet older than the last one forwarded is dropped: it
+    /// would go out after its successor.
+    fn cut_through(&mut self, leg: Leg, packet: RtpPacket, now: Instant) {
+        let rx = self.receiver(leg);
+        let delta = rx
+            .cut_through_ts
+            .map(|last| packet.ts.0.wrapping_sub(last.0));
+        // Late or repeated (a "delta" in the upper half of the u32 space is negative).
+        if delta.is_some_and(|d| d == 0 || d > u32::MAX / 2) {
+            rx.leg_stats.discarded += 1;
+            return;
+        }
+        let sendable = match leg {
+            Leg::Wa => self.pbx_direction.receives() && !self.wa_to_pbx_dtmf.is_active(),
+            // while the PBX holds the call, WhatsApp hears our hold audio (tick)
+            Leg::Pbx => self.wa_gate_open && self.pbx_direction.sends(),
+        };
+        let rx = self.receiver(leg);
+        if !sendable {
+            // the outgoing stream goes on without this source: restart the spacing
+            rx.cut_through_ts = None;
+            return;
+        }
+        rx.cut_through_ts = Some(packet.ts);
+        rx.cut_through_at = Some(now);
+        let (out, pt) = match leg {
+            Leg::Wa => (&mut self.pbx_out, self.config.pbx_pt),
+            Leg::Pbx => (&mut self.wa_out, self.config.wa_opus_pt),
+        };
+        match delta {
+            // keep the source's spacing: `audio_packet` advanced one frame already
+            Some(d) => out.next_ts = out.next_ts.advance(d.wrapping_sub(out.ts_per_frame)),
+            None => out.marker_pending = true,
+        }
+        let t = out.audio_packet(pt, packet.payload);
+        self.transmits.push_back(Transmit {
+            leg: match leg {
+                Leg::Wa => Leg::Pbx,
+                Leg::Pbx => Leg::Wa,
+            },
+            packet: t,
+            received_at: Some(now),
+        });
     }
 
     /// Runs one ptime: plays one frame out of each jitter buffer toward the other leg and
@@ -702,18 +764,11 @@ impl MediaRelay {
         let may_send = self.pbx_direction.receives();
         let muted = self.wa_to_pbx_dtmf.is_active();
         self.wa_in.pulled_at = None;
-        let payload = if self.passthrough {
-            match self.wa_in.jitter.pull(now) {
-                Pull::Frame((p, at)) if !muted => {
-                    self.wa_in.pulled_at = Some(at);
-                    Some(p)
-                }
-                Pull::Missing => None,
-                Pull::Frame(_) | Pull::Buffering => Some(self.silence_opus.clone()),
-            }
-        } else {
-            self.transcode_toward_pbx(now, muted)
-        };
+        if self.passthrough {
+            // forwarded as they arrive (`cut_through`): nothing to play out here
+            return;
+        }
+        let payload = self.transcode_toward_pbx(now, muted);
         let pt = self.config.pbx_pt;
         match payload {
             Some(p) if may_send => {
@@ -737,14 +792,17 @@ impl MediaRelay {
     fn tick_toward_wa(&mut self, now: Instant) {
         self.pbx_in.pulled_at = None;
         let payload = if self.passthrough {
-            match self.pbx_in.jitter.pull(now) {
-                Pull::Frame((p, at)) => {
-                    self.pbx_in.pulled_at = Some(at);
-                    Some(p)
-                }
-                Pull::Missing => None,
-                Pull::Buffering => Some(self.silence_opus.clone()),
+            // The PBX's packets were forwarded as they arrived; fill in only when it has
+            // gone quiet for two frames (or never sent), or while it holds the call.
+            let quiet = self
+                .pbx_in
+                .cut_through_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= 2 * self.config.ptime);
+            if !quiet && self.pbx_direction.sends() {
+                return;
             }
+            self.pbx_in.cut_through_ts = None;
+            Some(self.silence_opus.clone())
         } else {
             self.transcode_toward_wa(now)
         };
@@ -1021,6 +1079,8 @@ impl Receiver {
             timeout_raised: false,
             leg_stats: LegStats::default(),
             last_sr: None,
+            cut_through_ts: None,
+            cut_through_at: None,
         }
     }
 }
