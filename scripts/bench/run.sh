@@ -59,6 +59,7 @@ cleanup() {
     # keep the gateway's log and metrics next to the report (compressed; small)
     [ -f "$WORK/whatsip.log" ] && gzip -c "$WORK/whatsip.log" >"$OUT_DIR/$NAME.whatsip.log.gz" || true
     [ -f "$WORK/metrics.txt" ] && cp "$WORK/metrics.txt" "$OUT_DIR/$NAME.metrics.txt" || true
+    [ -s "$WORK/sipp_errors.log" ] && tail -c 200000 "$WORK/sipp_errors.log" >"$OUT_DIR/$NAME.sipp_errors.log" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT

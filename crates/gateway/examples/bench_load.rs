@@ -304,6 +304,10 @@ pub async fn run(opts: Options) -> Result<String, String> {
         "-m".into(),
         opts.total.to_string(),
         "-nostdin".into(),
+        // 4 MiB socket buffers (default 64 KiB): at 200 INVITEs/s SIPp's SIP socket dropped
+        // datagrams, and this scenario aborts a call on the retransmitted INVITE
+        "-buff_size".into(),
+        "4194304".into(),
         "-timeout".into(),
         format!("{}s", limit_s.ceil() as u64),
         "-trace_err".into(),
@@ -448,10 +452,13 @@ pub async fn run(opts: Options) -> Result<String, String> {
                 let me = cpu_seconds("self").unwrap_or(0.0);
                 ticks.push((t0.elapsed().as_secs_f64(), gw_cpu, me, l));
                 if n % 20 == 19 {
-                    let d = drops
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .split(sipp_media, rtp_min, rtp_max, wa_ports);
+                    let d = drops.lock().unwrap_or_else(|e| e.into_inner()).split(
+                        [sipp_port, sip_port],
+                        sipp_media,
+                        rtp_min,
+                        rtp_max,
+                        wa_ports,
+                    );
                     let k = ticks.len();
                     let prev = ticks[k.saturating_sub(21)];
                     let dt = (ticks[k - 1].0 - prev.0).max(0.001);
@@ -590,7 +597,13 @@ pub async fn run(opts: Options) -> Result<String, String> {
     let udp_drops = {
         let mut d = drops.lock().unwrap_or_else(|e| e.into_inner());
         d.sample();
-        d.split(sipp_media, rtp_min, rtp_max, wa_ports)
+        d.split(
+            [sipp_port, sip_port],
+            sipp_media,
+            rtp_min,
+            rtp_max,
+            wa_ports,
+        )
     };
     let metrics_text = procfs::http_get(admin_port, "/metrics", Duration::from_secs(10))
         .await

@@ -88,20 +88,25 @@ impl DropTracker {
         }
     }
 
-    /// (SIPp echo socket, whatsip WhatsApp sockets, whatsip PBX-leg sockets, all others).
-    /// The WhatsApp sockets are the first `wa_ports` ports of the RTP range.
+    /// (SIPp echo socket, whatsip WhatsApp sockets, whatsip PBX-leg sockets, all others,
+    /// SIPp's SIP socket, whatsip's SIP socket). The WhatsApp sockets are the first `wa_ports` ports of the range.
     pub(crate) fn split(
         &self,
+        sip_ports: [u16; 2],
         sipp_media: u16,
         rtp_min: u32,
         rtp_max: u32,
         wa_ports: u32,
-    ) -> [u64; 4] {
-        let mut out = [0u64; 4];
+    ) -> [u64; 6] {
+        let mut out = [0u64; 6];
         for (inode, (port, drops)) in &self.max {
             let d = drops.saturating_sub(self.start.get(inode).copied().unwrap_or(0));
             let p = u32::from(*port);
-            let i = if *port == sipp_media {
+            let i = if *port == sip_ports[0] {
+                4
+            } else if *port == sip_ports[1] {
+                5
+            } else if *port == sipp_media {
                 0
             } else if p >= rtp_min && p < rtp_min + wa_ports {
                 1

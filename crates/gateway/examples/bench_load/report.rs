@@ -246,7 +246,7 @@ pub(crate) struct Measures {
     pub(crate) load_start: String,
     pub(crate) load_end: String,
     /// Kernel UDP receive drops: SIPp echo, whatsip WhatsApp sockets, whatsip PBX legs, others.
-    pub(crate) udp_drops: [u64; 4],
+    pub(crate) udp_drops: [u64; 6],
     pub(crate) gateway_cpus: String,
     pub(crate) driver_cpus: String,
     pub(crate) metrics: Vec<Sample>,
@@ -442,6 +442,8 @@ pub(crate) fn build_report(
             "whatsip_whatsapp_sockets": m.udp_drops[1],
             "whatsip_pbx_legs": m.udp_drops[2],
             "phones_and_others": m.udp_drops[3],
+            "sipp_sip": m.udp_drops[4],
+            "whatsip_sip": m.udp_drops[5],
         },
         "load_generators": {
             "driver_sim_phones_cpu_s": round3(m.self_cpu),
