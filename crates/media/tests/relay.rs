@@ -1086,3 +1086,41 @@ fn transmits_carry_receipt_instant_of_their_frame_in_both_directions() {
         }
     }
 }
+
+/// With no jitter buffer (`target_depth` 0, the gateway's `media.jitter_buffer_frames = 0`)
+/// a transcoded frame waits only for the next tick: at most one frame of added latency
+/// (the default two-frame buffer adds up to 57 ms in the test above).
+#[test]
+fn transcoding_without_jitter_buffer_adds_at_most_one_frame() {
+    let mut cfg = config(Codec::Pcmu, 0);
+    cfg.jitter = whatsip_media::JitterConfig {
+        target_depth: 0,
+        target_wait: Duration::ZERO,
+        ..Default::default()
+    };
+    let mut r = Run::new(cfg);
+    r.relay.open_wa_gate(r.now);
+    let mut wa = WaPhone::new(440.0);
+    let mut pbx = PbxPhone::new(Codec::Pcmu, 0, 1000.0);
+    let t0 = r.now;
+    let mut worst = Duration::ZERO;
+    let mut measured = 0;
+    for i in 0..50u32 {
+        let arrive = t0 + Duration::from_millis(u64::from(20 * i + 3));
+        r.relay.handle_packet(Leg::Wa, wa.next(), arrive);
+        r.relay.handle_packet(Leg::Pbx, pbx.next(), arrive);
+        let tick = r.relay.poll_timeout().unwrap();
+        r.relay.handle_tick(tick);
+        while let Some(t) = r.relay.poll_transmit() {
+            if let Some(at) = t.received_at {
+                worst = worst.max(tick - at);
+                measured += 1;
+            }
+        }
+    }
+    assert!(measured >= 80, "{measured} frames measured");
+    assert!(
+        worst <= Duration::from_millis(20),
+        "worst added latency {worst:?} is more than one frame"
+    );
+}

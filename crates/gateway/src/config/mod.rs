@@ -316,6 +316,10 @@ pub struct MediaConfig {
     /// `SO_RCVBUF`/`SO_SNDBUF` requested on each call's PBX RTP socket; 0 keeps the kernel
     /// default.
     pub rtp_socket_buffer_bytes: usize,
+    /// When transcoding: frames the jitter buffer of each leg holds before play-out
+    /// (0: play what has arrived at the next tick; the far end de-jitters). Opus
+    /// pass-through forwards packets as they arrive and has none.
+    pub jitter_buffer_frames: usize,
 }
 
 /// Default of `media.webrtc_sockets`: one per core the process may use, at most 8.
@@ -963,6 +967,11 @@ fn convert(
             "media.rtp_socket_buffer_bytes",
             diag,
         );
+        let jitter_buffer_frames = r
+            .and_then(|r| r.jitter_buffer_frames.as_ref())
+            .map_or(2, |v| {
+                bounded(v, 0, 10, "media.jitter_buffer_frames", " frames", diag) as usize
+            });
         bind.map(|bind| MediaConfig {
             bind,
             public_address,
@@ -972,6 +981,7 @@ fn convert(
             webrtc_sockets,
             webrtc_socket_buffer_bytes,
             rtp_socket_buffer_bytes,
+            jitter_buffer_frames,
         })
     };
 

@@ -112,6 +112,7 @@ pub(crate) struct RawMedia {
     pub(crate) ptime_ms: Option<S<u32>>,
     pub(crate) webrtc_sockets: Option<S<u32>>,
     pub(crate) webrtc_socket_buffer_bytes: Option<S<u64>>,
+    pub(crate) jitter_buffer_frames: Option<S<u32>>,
     pub(crate) rtp_socket_buffer_bytes: Option<S<u64>>,
 }
 

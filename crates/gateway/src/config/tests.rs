@@ -451,3 +451,12 @@ fn tls_trunk_trusts_the_configured_ca_and_tls_ca_needs_tls() {
     assert!(p["pbx.tls_ca"].contains("only applies"), "{p:?}");
     assert_eq!(load("").unwrap().pbx.tls_ca, None, "udp trunk: no CA");
 }
+
+#[test]
+fn jitter_buffer_frames_default_and_bounds() {
+    assert_eq!(load("").unwrap().media.jitter_buffer_frames, 2);
+    let cfg = load("[media]\njitter_buffer_frames = 0\n").unwrap();
+    assert_eq!(cfg.media.jitter_buffer_frames, 0);
+    let p = problems("[media]\njitter_buffer_frames = 11\n");
+    assert!(p.contains_key("media.jitter_buffer_frames"), "{p:?}");
+}

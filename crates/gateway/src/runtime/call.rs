@@ -1178,6 +1178,17 @@ async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
+/// The transcoding jitter buffer of `media.jitter_buffer_frames`: play-out starts with that
+/// many frames buffered, or once the first has waited as long.
+fn jitter_config(media: &crate::config::MediaConfig) -> whatsip_media::JitterConfig {
+    let frames = media.jitter_buffer_frames;
+    whatsip_media::JitterConfig {
+        target_depth: frames,
+        target_wait: media.ptime * u32::try_from(frames).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
 /// The PBX leg's task, its packets toward WhatsApp and its events.
 pub(crate) type PbxLeg = (
     PbxMediaHandle,
@@ -1201,6 +1212,11 @@ pub(crate) fn start_pbx_leg(
         pbx_codec: negotiated.codec,
         pbx_pt: negotiated.pt,
         pbx_dtmf: negotiated.dtmf,
+        jitter: jitter_config(&shared.config.media),
+        opus: whatsip_media::OpusEncoderConfig {
+            complexity: shared.config.media.opus_complexity,
+            ..Default::default()
+        },
         ..RelayConfig::default()
     };
     let relay = MediaRelay::new(relay_config, &mut rand::rng(), SystemClock::now())
