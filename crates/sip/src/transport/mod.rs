@@ -131,6 +131,10 @@ pub struct TransportConfig {
     pub connection_queue: usize,
     /// TLS certificates, required for TLS listeners and outgoing TLS.
     pub tls: Option<TlsSettings>,
+    /// `SO_RCVBUF`/`SO_SNDBUF` asked for on each UDP socket; 0 keeps the kernel default.
+    /// Default 4 MiB: the kernel default (~200 KiB) overflows in bursts of a few hundred
+    /// calls per second (Linux caps it at `net.core.rmem_max`/`wmem_max`).
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -144,6 +148,7 @@ impl Default for TransportConfig {
             incoming_queue: 1024,
             connection_queue: 256,
             tls: None,
+            udp_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -403,6 +408,23 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
+/// Asks for bigger socket buffers; a refusal or a smaller grant is logged, never fatal.
+fn set_udp_buffers(sock: &UdpSocket, addr: SocketAddr, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_recv_buffer_size(bytes);
+    let _ = s.set_send_buffer_size(bytes);
+    // Linux reports twice what it granted (its own bookkeeping doubles the value).
+    let granted = s.recv_buffer_size().unwrap_or(0);
+    if granted < bytes {
+        warn!(%addr, asked = bytes, granted, "sip udp receive buffer capped: raise net.core.rmem_max");
+    } else {
+        debug!(%addr, granted, "sip udp receive buffer");
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -471,6 +493,7 @@ impl Transport {
                 TransportKind::Udp => {
                     let sock = UdpSocket::bind(l.addr).await.map_err(bind_err)?;
                     let addr = sock.local_addr().map_err(bind_err)?;
+                    set_udp_buffers(&sock, addr, config.udp_buffer_bytes);
                     listen_addrs.push(ListenAddr { kind: l.kind, addr });
                     udp.push((Arc::new(sock), addr));
                 }
@@ -559,6 +582,21 @@ impl Transport {
     /// the owner).
     pub fn record_parse_error(&self, kind: TransportKind) {
         bump(&self.inner.stats_of(kind).parse_errors);
+    }
+
+    /// The receive buffer each UDP socket got from the kernel, in bytes (Linux reports
+    /// twice the size it granted).
+    pub fn udp_receive_buffers(&self) -> Vec<(SocketAddr, usize)> {
+        self.inner
+            .udp
+            .iter()
+            .map(|u| {
+                let size = socket2::SockRef::from(u.socket.as_ref())
+                    .recv_buffer_size()
+                    .unwrap_or(0);
+                (u.local, size)
+            })
+            .collect()
     }
 
     /// Number of open stream connections.

@@ -468,3 +468,34 @@ async fn tcp_request_without_content_length_gets_400_then_close() {
     assert!(text.contains("Call-ID: nocl"));
     assert_eq!(b.stats().frame_errors, 1);
 }
+
+#[tokio::test]
+async fn udp_sockets_get_the_receive_buffer_asked_for_up_to_the_kernel_cap() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(212_992);
+    let asked = 1 << 20;
+    let (t, _rx) = bind(&[(TransportKind::Udp, "127.0.0.1:0")], |c| {
+        c.udp_buffer_bytes = asked;
+    })
+    .await;
+    let (default, _rx2) = bind(&[(TransportKind::Udp, "127.0.0.1:0")], |c| {
+        c.udp_buffer_bytes = 0;
+    })
+    .await;
+    let got = t.udp_receive_buffers();
+    assert_eq!(got.len(), 1);
+    // Linux grants min(asked, rmem_max) and reports twice that.
+    assert!(
+        got[0].1 >= asked.min(rmem_max),
+        "{got:?}, rmem_max {rmem_max}"
+    );
+    let kernel_default = default.udp_receive_buffers()[0].1;
+    if rmem_max > kernel_default {
+        assert!(
+            got[0].1 > kernel_default,
+            "{got:?} vs default {kernel_default}"
+        );
+    }
+}
