@@ -52,6 +52,55 @@ async fn run_tls_uas(ep: Endpoint, mut events: mpsc::Receiver<EndpointEvent>, se
     }
 }
 
+/// A TLS UAS on 127.0.0.1 presenting `cert_pem`; returns it, its port and what it saw.
+async fn start_tls_uas(cert_pem: &str, key_pem: &str) -> (Endpoint, u16, Seen) {
+    let mut config = EndpointConfig::default();
+    config.transport.listen.push(ListenAddr {
+        kind: TransportKind::Tls,
+        addr: "127.0.0.1:0".parse().unwrap(),
+    });
+    config.transport.tls =
+        Some(TlsSettings::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), None).unwrap());
+    let (uas, events) = Endpoint::start(config).await.unwrap();
+    let port = uas
+        .transport()
+        .listen_addrs()
+        .iter()
+        .find(|l| l.kind == TransportKind::Tls)
+        .unwrap()
+        .addr
+        .port();
+    let seen: Seen = Arc::default();
+    tokio::spawn(run_tls_uas(uas.clone(), events, seen.clone()));
+    (uas, port, seen)
+}
+
+/// The harness's config with its `[pbx]` trunk moved to a TLS PBX on `port`, trusting
+/// `ca_file`.
+fn tls_trunk_toml(toml: &str, port: u16, ca_file: &Path) -> String {
+    let pbx = toml.split("[pbx]").nth(1).unwrap();
+    let old_port = pbx
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let moved = toml
+        .replace(
+            &format!("127.0.0.1:{old_port}\"\ntransport = \"udp\""),
+            &format!(
+                "127.0.0.1:{port}\"\ntransport = \"tls\"\ntls_ca = \"{}\"",
+                ca_file.display()
+            ),
+        )
+        .replace(
+            &format!("@127.0.0.1:{old_port}\""),
+            &format!("@127.0.0.1:{port};transport=tls\""),
+        );
+    assert!(moved.contains("transport = \"tls\"\ntls_ca"), "{moved}");
+    moved
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_call_over_a_tls_trunk_checks_the_pbx_certificate() {
     // No SIPp is started, but the harness needs it installed (like every E2E test).
@@ -71,47 +120,11 @@ async fn inbound_call_over_a_tls_trunk_checks_the_pbx_certificate() {
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
 
-    let mut uas_config = EndpointConfig::default();
-    uas_config.transport.listen.push(ListenAddr {
-        kind: TransportKind::Tls,
-        addr: "127.0.0.1:0".parse().unwrap(),
-    });
-    uas_config.transport.tls =
-        Some(TlsSettings::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), None).unwrap());
-    let (uas, uas_events) = Endpoint::start(uas_config).await.unwrap();
-    let uas_addr = uas
-        .transport()
-        .listen_addrs()
-        .iter()
-        .find(|l| l.kind == TransportKind::Tls)
-        .unwrap()
-        .addr;
-    let seen: Seen = Arc::default();
-    tokio::spawn(run_tls_uas(uas.clone(), uas_events, seen.clone()));
+    let (uas, uas_port, seen) = start_tls_uas(&cert_pem, &key_pem).await;
 
-    // The harness's config, with the trunk moved to the TLS UAS.
-    let pbx = h.toml.split("[pbx]").nth(1).unwrap();
-    let old_port = pbx
-        .lines()
-        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
+    // The harness's config, with the trunk moved to the TLS UAS and a TLS listener.
     let tls_listen = free_port();
-    let toml = h
-        .toml
-        .replace(
-            &format!("127.0.0.1:{old_port}\"\ntransport = \"udp\""),
-            &format!(
-                "127.0.0.1:{}\"\ntransport = \"tls\"\ntls_ca = \"{}\"",
-                uas_addr.port(),
-                cert_file.display()
-            ),
-        )
-        .replace(
-            &format!("@127.0.0.1:{old_port}\""),
-            &format!("@127.0.0.1:{};transport=tls\"", uas_addr.port()),
-        )
+    let toml = tls_trunk_toml(&h.toml, uas_port, &cert_file)
         .replacen(
             "[[sip.listen]]",
             &format!(
@@ -121,7 +134,6 @@ async fn inbound_call_over_a_tls_trunk_checks_the_pbx_certificate() {
             ),
             1,
         );
-    assert!(toml.contains("transport = \"tls\"\ntls_ca"), "{toml}");
     let gw = Gateway::start(Config::from_toml(&toml, Path::new("tls.toml"), &TestEnv).unwrap())
         .await
         .unwrap();
@@ -163,38 +175,9 @@ async fn a_pbx_certificate_from_another_ca_is_refused() {
     let ca_file = dir.0.join("other-ca.pem");
     std::fs::write(&ca_file, other_ca.cert.pem()).unwrap();
 
-    let mut uas_config = EndpointConfig::default();
-    uas_config.transport.listen.push(ListenAddr {
-        kind: TransportKind::Tls,
-        addr: "127.0.0.1:0".parse().unwrap(),
-    });
-    uas_config.transport.tls = Some(
-        TlsSettings::from_pem(
-            pbx_cert.cert.pem().as_bytes(),
-            pbx_cert.signing_key.serialize_pem().as_bytes(),
-            None,
-        )
-        .unwrap(),
-    );
-    let (uas, uas_events) = Endpoint::start(uas_config).await.unwrap();
-    let uas_port = uas.transport().listen_addrs()[0].addr.port();
-    let seen: Seen = Arc::default();
-    tokio::spawn(run_tls_uas(uas.clone(), uas_events, seen.clone()));
-
-    let pbx = h.toml.split("[pbx]").nth(1).unwrap();
-    let old_port = pbx
-        .lines()
-        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap()
-        .to_owned();
-    let toml = h.toml.replace(
-        &format!("127.0.0.1:{old_port}\"\ntransport = \"udp\""),
-        &format!(
-            "127.0.0.1:{uas_port}\"\ntransport = \"tls\"\ntls_ca = \"{}\"",
-            ca_file.display()
-        ),
-    );
+    let (uas, uas_port, seen) =
+        start_tls_uas(&pbx_cert.cert.pem(), &pbx_cert.signing_key.serialize_pem()).await;
+    let toml = tls_trunk_toml(&h.toml, uas_port, &ca_file);
     let gw = Gateway::start(Config::from_toml(&toml, Path::new("tls.toml"), &TestEnv).unwrap())
         .await
         .unwrap();
