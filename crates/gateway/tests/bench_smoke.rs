@@ -11,30 +11,14 @@
 
 #[path = "../examples/bench_load.rs"]
 mod bench_load;
+#[allow(dead_code)] // the smoke uses only `sipp()` of the shared harness
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::sipp;
 use serde_json::Value;
-
-fn sipp() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("sipp"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "sipp not found on PATH (install with scripts/setup.sh)"
-        );
-        eprintln!(
-            "\n!!!!!!!! SIPp NOT FOUND: SKIPPING BENCH SMOKE TEST (run scripts/setup.sh) !!!!!!!!\n"
-        );
-    }
-    found
-}
 
 /// `report[a][b]…` as a number, or a panic naming the path.
 fn number(report: &Value, path: &[&str]) -> f64 {
