@@ -392,19 +392,11 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
                 self.wa = None;
                 self.feed(InboundInput::MediaFailed).await;
             }
-            Wake::ToWa(Some(p)) => {
-                if let Some(wa) = &self.wa
-                    && !wa.try_send_rtp(p)
-                {
-                    debug!("whatsapp leg queue full; frame dropped");
-                }
-            }
+            Wake::ToWa(Some(p)) => forward_to_wa(self.wa.as_ref(), p),
             Wake::Relay(Some(ev)) => self.on_relay(ev).await,
             Wake::ToWa(None) | Wake::Relay(None) => {
-                // the PBX media task ended on its own (should not happen before Stop)
                 if let Some(m) = self.media.take() {
-                    warn!("pbx media task ended");
-                    let _ = m.handle.join.await;
+                    reap_media_task(m.handle).await;
                 }
                 self.feed(InboundInput::MediaFailed).await;
             }
@@ -1187,6 +1179,22 @@ fn jitter_config(media: &crate::config::MediaConfig) -> whatsip_media::JitterCon
         target_wait: media.ptime * u32::try_from(frames).unwrap_or(0),
         ..Default::default()
     }
+}
+
+/// Sends a frame from the PBX leg toward WhatsApp; a full worker queue drops it, as a late
+/// audio frame would be (counted in the call's media path).
+pub(crate) fn forward_to_wa(wa: Option<&WaCallHandle>, p: RtpPacket) {
+    if let Some(wa) = wa
+        && !wa.try_send_rtp(p)
+    {
+        debug!("whatsapp leg queue full; frame dropped");
+    }
+}
+
+/// Waits for a PBX media task that ended on its own (it should not before `Stop`).
+pub(crate) async fn reap_media_task(handle: PbxMediaHandle) {
+    warn!("pbx media task ended");
+    let _ = handle.join.await;
 }
 
 /// The PBX leg's task, its packets toward WhatsApp and its events.

@@ -570,6 +570,16 @@ fn quality(s: &LegStats) -> MediaQuality {
     }
 }
 
+/// A call whatsip ended because it was stopping (drain over, shutdown).
+fn ended_by_shutdown(answered: bool) -> (Outcome, Option<HangupSide>) {
+    let o = if answered {
+        Outcome::Answered
+    } else {
+        Outcome::Failed
+    };
+    (o, Some(HangupSide::Gateway))
+}
+
 /// The outcome and who hung up, from the core's end cause.
 fn classify(
     end: Option<&InboundEnd>,
@@ -577,12 +587,7 @@ fn classify(
     answered: bool,
 ) -> (Outcome, Option<HangupSide>) {
     if shutdown {
-        let o = if answered {
-            Outcome::Answered
-        } else {
-            Outcome::Failed
-        };
-        return (o, Some(HangupSide::Gateway));
+        return ended_by_shutdown(answered);
     }
     match end {
         Some(InboundEnd::WaHangup) if answered => (Outcome::Answered, Some(HangupSide::WhatsApp)),
@@ -616,12 +621,7 @@ fn classify_outbound(
     answered: bool,
 ) -> (Outcome, Option<HangupSide>) {
     if shutdown {
-        let o = if answered {
-            Outcome::Answered
-        } else {
-            Outcome::Failed
-        };
-        return (o, Some(HangupSide::Gateway));
+        return ended_by_shutdown(answered);
     }
     match end {
         Some(OutboundEnd::WaHangup) => (Outcome::Answered, Some(HangupSide::WhatsApp)),

@@ -767,18 +767,11 @@ impl OutTask {
                 self.wa = None;
                 self.feed(OutboundInput::MediaFailed).await;
             }
-            Wake::ToWa(Some(p)) => {
-                if let Some(wa) = &self.wa
-                    && !wa.try_send_rtp(p)
-                {
-                    debug!("whatsapp leg queue full; frame dropped");
-                }
-            }
+            Wake::ToWa(Some(p)) => super::call::forward_to_wa(self.wa.as_ref(), p),
             Wake::Relay(Some(ev)) => self.on_relay(ev).await,
             Wake::ToWa(None) | Wake::Relay(None) => {
                 if let Some(m) = self.media.take() {
-                    warn!("pbx media task ended");
-                    let _ = m.handle.join.await;
+                    super::call::reap_media_task(m.handle).await;
                 }
                 self.feed(OutboundInput::MediaFailed).await;
             }
