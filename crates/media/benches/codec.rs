@@ -256,5 +256,27 @@ fn relay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codecs, srtp, relay);
+/// The kernel's share of relaying one packet on loopback, the floor under any user-space
+/// relay that does one system call per datagram: one `sendto` of a 120-byte datagram (an
+/// Opus voice frame with its SRTP header and tag) and the `recvfrom` that takes it out of
+/// the other socket. A pass-through call costs the gateway 100 of these per second (50 per
+/// direction: each packet is received on one leg and sent on the other).
+fn udp_loopback(c: &mut Criterion) {
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = b.local_addr().unwrap();
+    let packet = [0x5a_u8; 120];
+    let mut buf = [0u8; 2048];
+    let mut g = c.benchmark_group("udp_loopback");
+    g.bench_function("sendto_recvfrom_120b", |bench| {
+        bench.iter(|| {
+            a.send_to(black_box(&packet), to).unwrap();
+            let (n, _) = b.recv_from(&mut buf).unwrap();
+            black_box(n);
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codecs, srtp, relay, udp_loopback);
 criterion_main!(benches);

@@ -22,7 +22,7 @@ use whatsip_media::sdp::{
 };
 use whatsip_media::webrtc::{WaCallHandle, WaLegEvent, WebRtcEndpoint};
 use whatsip_media::{
-    Codec as MediaCodec, Direction, Leg, MediaPath, MediaRelay, RelayConfig, RelayEvent, RtpPacket,
+    Codec as MediaCodec, Direction, Leg, MediaRelay, RelayConfig, RelayEvent, RtpPacket,
 };
 use whatsip_meta::side::WhatsAppSide;
 use whatsip_sip::endpoint::{ClientEvent, ClientTxnId, Endpoint, IncomingRequest, ack_for_2xx};
@@ -882,9 +882,13 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
-        let wa_path = self.wa.as_ref().map(|w| w.path().clone());
-        let (handle, wa_out, events) =
-            start_pbx_leg(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
+        let (handle, wa_out, events) = start_pbx_leg(
+            &self.shared,
+            &negotiated,
+            sockets,
+            &self.span,
+            self.wa.as_ref(),
+        )?;
         if negotiated.pbx_direction != Direction::SendRecv {
             let _ = handle
                 .commands
@@ -1207,14 +1211,17 @@ pub(crate) type PbxLeg = (
 /// The PBX leg's media task of a call in either direction: a relay for the negotiated codec
 /// on the call's RTP sockets, spawned inside the call's span, counting into the WhatsApp
 /// leg's media path ([`WaCallHandle::path`]) when there is one, so drops and added latency
-/// cover both legs of the call.
+/// cover both legs of the call. With a WhatsApp leg, the two legs exchange RTP directly
+/// ([`PbxMediaHandle::link_wa_leg`]); the returned channel then only carries what was in
+/// flight before, and the call task's forwarding stays as the fallback.
 pub(crate) fn start_pbx_leg(
     shared: &Shared,
     negotiated: &NegotiatedMedia,
     sockets: PbxSockets,
     span: &Span,
-    wa_path: Option<MediaPath>,
+    wa: Option<&WaCallHandle>,
 ) -> Result<PbxLeg, String> {
+    let wa_path = wa.map(|w| w.path().clone());
     let relay_config = RelayConfig {
         ptime: shared.config.media.ptime,
         pbx_codec: negotiated.codec,
@@ -1252,5 +1259,10 @@ pub(crate) fn start_pbx_leg(
             shared.metrics.media.clone(),
         )
     };
+    if let Some(wa) = wa
+        && !handle.link_wa_leg(wa)
+    {
+        debug!("media legs not linked directly (queue full); relaying through the call task");
+    }
     Ok((handle, wa_out, events))
 }

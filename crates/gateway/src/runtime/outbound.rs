@@ -1188,9 +1188,13 @@ impl OutTask {
             .sockets
             .take()
             .ok_or_else(|| "rtp sockets already in use".to_owned())?;
-        let wa_path = self.wa.as_ref().map(|w| w.path().clone());
-        let (handle, wa_out, events) =
-            super::call::start_pbx_leg(&self.shared, &negotiated, sockets, &self.span, wa_path)?;
+        let (handle, wa_out, events) = super::call::start_pbx_leg(
+            &self.shared,
+            &negotiated,
+            sockets,
+            &self.span,
+            self.wa.as_ref(),
+        )?;
         if negotiated.pbx_direction != MediaDirection::SendRecv {
             let _ = handle
                 .commands

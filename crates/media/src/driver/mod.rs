@@ -32,6 +32,7 @@ use crate::rtp::{RtpPacket, is_rtcp};
 use crate::sdp::PortAllocator;
 use crate::srtp::{SdesKey, SrtpContext};
 use crate::stats::MediaStats;
+use crate::webrtc::{WaCallHandle, WaRtpSender};
 
 pub use buffers::{GrantedBuffers, SocketBuffers};
 
@@ -203,6 +204,9 @@ pub enum MediaCommand {
     },
     /// Reply with a statistics snapshot.
     Stats(oneshot::Sender<MediaStats>),
+    /// Send packets for the WhatsApp leg straight to its socket worker instead of `wa_out`
+    /// (see [`PbxMediaHandle::link_wa_leg`]).
+    LinkWaLeg(WaRtpSender),
     /// End the task; its join handle returns the final statistics.
     Stop,
 }
@@ -230,6 +234,19 @@ impl PbxMediaHandle {
             self.path.count(PathDrop::WaToPbxQueueFull);
         }
         ok
+    }
+
+    /// Joins the two legs of a call directly: RTP from the WhatsApp leg comes straight to
+    /// this task (not through `wa`'s [`WaCallHandle::next_event`]) and this task's packets
+    /// for WhatsApp go straight to the leg's socket worker (not through `wa_out`), so a
+    /// packet crosses one task hop instead of two each way; other events still reach the
+    /// holder of `wa`. `false` when a queue was full: the call then keeps (part of) the
+    /// indirect path, which still works.
+    pub fn link_wa_leg(&self, wa: &WaCallHandle) -> bool {
+        self.commands
+            .try_send(MediaCommand::LinkWaLeg(wa.rtp_sender()))
+            .is_ok()
+            && wa.route_rtp_to(self.commands.clone())
     }
 }
 
@@ -360,11 +377,23 @@ async fn run(
     let mut srtp_rx = config.srtp.as_ref().map(|k| SrtpContext::new(&k.remote));
     let mut plain = Vec::with_capacity(2048);
     let mut watchdog = counters::WatchdogSeen::default();
+    let mut wa_direct: Option<WaRtpSender> = None;
+    // one timer for the task's life, moved only when the deadline changes (not re-created
+    // for every packet)
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next_rtcp));
+    tokio::pin!(sleep);
+    let mut armed = next_rtcp;
     loop {
         let deadline = relay
             .poll_timeout()
             .unwrap_or_else(|| SystemClock::now() + Duration::from_secs(1))
             .min(next_rtcp);
+        if deadline != armed {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            armed = deadline;
+        }
         let rtcp_recv = async {
             match &sockets.rtcp {
                 Some(s) => s.recv_from(&mut rtcp_buf).await,
@@ -390,6 +419,7 @@ async fn run(
                     Some(MediaCommand::Stats(reply)) => {
                         let _ = reply.send(relay.stats());
                     }
+                    Some(MediaCommand::LinkWaLeg(sender)) => wa_direct = Some(sender),
                     Some(MediaCommand::Stop) | None => break,
                 }
             }
@@ -451,7 +481,7 @@ async fn run(
                     }
                 }
             }
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+            () = &mut sleep => {
                 let now = SystemClock::now();
                 if relay.poll_timeout().is_some_and(|t| t <= now) {
                     relay.handle_tick(now);
@@ -512,7 +542,10 @@ async fn run(
                     if let Some(at) = t.received_at {
                         path.stamp_arrival(Flow::PbxToWa, t.packet.seq.0, at);
                     }
-                    if wa_out.try_send(t.packet).is_err() {
+                    if let Some(direct) = &wa_direct {
+                        // counts its own drops (PathDrop::WaSendQueueFull)
+                        direct.try_send(t.packet);
+                    } else if wa_out.try_send(t.packet).is_err() {
                         path.count(PathDrop::PbxToWaQueueFull);
                         warn!("whatsapp leg channel full or closed; dropping packet");
                     }

@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Span, debug, info, trace, warn};
 
 use super::{SdpSummary, WaLeg, WaLegConfig, WaLegError, WaLegEvent};
 use crate::RtpPacket;
-use crate::driver::{SocketBuffers, SystemClock};
+use crate::driver::{MediaCommand, SocketBuffers, SystemClock};
 use crate::path::{Flow, MediaPath, PathDrop};
 
 /// Configuration of the shared-socket endpoint.
@@ -92,6 +93,35 @@ pub struct WaCallHandle {
     path: MediaPath,
 }
 
+/// Sends RTP toward Meta on one call from any task, straight to the call's socket worker
+/// (see [`WaCallHandle::rtp_sender`]). Cheap to clone; sending after the call ended is a
+/// no-op.
+#[derive(Debug, Clone)]
+pub struct WaRtpSender {
+    key: u64,
+    cmd: mpsc::Sender<Cmd>,
+    path: MediaPath,
+}
+
+impl WaRtpSender {
+    /// Queues one RTP packet without waiting; `false` when the worker queue is full (the
+    /// packet is dropped, as a late audio frame would be, and counted as
+    /// [`PathDrop::WaSendQueueFull`]).
+    pub fn try_send(&self, packet: RtpPacket) -> bool {
+        let ok = self
+            .cmd
+            .try_send(Cmd::SendRtp {
+                key: self.key,
+                packet,
+            })
+            .is_ok();
+        if !ok {
+            self.path.count(PathDrop::WaSendQueueFull);
+        }
+        ok
+    }
+}
+
 enum Cmd {
     Answer {
         offer: String,
@@ -115,6 +145,10 @@ enum Cmd {
     SendRtp {
         key: u64,
         packet: RtpPacket,
+    },
+    RouteRtp {
+        key: u64,
+        to: mpsc::Sender<MediaCommand>,
     },
     HangUp {
         key: u64,
@@ -326,17 +360,28 @@ impl WaCallHandle {
     /// packet is dropped, as a late audio frame would be, and counted as
     /// [`PathDrop::WaSendQueueFull`]).
     pub fn try_send_rtp(&self, packet: RtpPacket) -> bool {
-        let ok = self
-            .cmd
-            .try_send(Cmd::SendRtp {
-                key: self.key,
-                packet,
-            })
-            .is_ok();
-        if !ok {
-            self.path.count(PathDrop::WaSendQueueFull);
+        self.rtp_sender().try_send(packet)
+    }
+
+    /// A sender of RTP toward Meta for this call that another task (the PBX media task) can
+    /// own, so packets do not pass through the task holding this handle.
+    pub fn rtp_sender(&self) -> WaRtpSender {
+        WaRtpSender {
+            key: self.key,
+            cmd: self.cmd.clone(),
+            path: self.path.clone(),
         }
-        ok
+    }
+
+    /// From now on the worker hands the call's received RTP straight to `to` (a PBX media
+    /// task's command channel) as [`MediaCommand::WaPacket`] instead of yielding it from
+    /// [`WaCallHandle::next_event`]: one task hop less per packet. A full `to` drops the
+    /// packet and counts [`PathDrop::WaToPbxQueueFull`]; once `to` is closed, RTP comes back
+    /// through `next_event`. `false` when the worker's queue is full (nothing changed).
+    pub fn route_rtp_to(&self, to: mpsc::Sender<MediaCommand>) -> bool {
+        self.cmd
+            .try_send(Cmd::RouteRtp { key: self.key, to })
+            .is_ok()
     }
 
     /// Next event; `None` once the call is gone.
@@ -374,6 +419,8 @@ struct Call {
     armed: Option<Instant>,
     addrs: Vec<SocketAddr>,
     path: MediaPath,
+    /// Where received RTP goes instead of `events` ([`WaCallHandle::route_rtp_to`]).
+    rtp_to: Option<mpsc::Sender<MediaCommand>>,
     /// Whether a dropped event was already logged (one `warn` per call).
     drop_logged: bool,
 }
@@ -524,6 +571,11 @@ impl WorkerTask {
                     }
                 }
             }
+            Cmd::RouteRtp { key, to } => {
+                if let Some(call) = self.calls.get_mut(&key) {
+                    call.rtp_to = Some(to);
+                }
+            }
             Cmd::HangUp { key } => {
                 if let Some(call) = self.calls.get_mut(&key) {
                     let span = call.span.clone();
@@ -562,6 +614,7 @@ impl WorkerTask {
                 armed: None,
                 addrs: remotes,
                 path,
+                rtp_to: None,
                 drop_logged: false,
             },
         );
@@ -652,6 +705,24 @@ impl WorkerTask {
             if let Some(seq) = rtp_seq {
                 call.path.stamp_arrival(Flow::WaToPbx, seq, now);
             }
+            let event = match (event, &call.rtp_to) {
+                (WaLegEvent::Rtp(p), Some(to)) => match to.try_send(MediaCommand::WaPacket(p)) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(_)) => {
+                        call.path.count(PathDrop::WaToPbxQueueFull);
+                        continue;
+                    }
+                    Err(TrySendError::Closed(cmd)) => {
+                        // the PBX media task ended: back to the call's own event channel
+                        call.rtp_to = None;
+                        match cmd {
+                            MediaCommand::WaPacket(p) => WaLegEvent::Rtp(p),
+                            _ => continue,
+                        }
+                    }
+                },
+                (event, _) => event,
+            };
             if let Err(e) = call.events.try_send(WaCallEvent { at: now, event }) {
                 if rtp_seq.is_some() {
                     call.path.count(PathDrop::WaEventQueueFull);

@@ -46,7 +46,7 @@ use tracing::{debug, info};
 use crate::RtpPacket;
 
 #[cfg(feature = "rt")]
-pub use endpoint::{EndpointConfig, WaCallEvent, WaCallHandle, WebRtcEndpoint};
+pub use endpoint::{EndpointConfig, WaCallEvent, WaCallHandle, WaRtpSender, WebRtcEndpoint};
 pub use sdp::{SdpSummary, SetupRole};
 
 use session::RtcSession;
