@@ -5,7 +5,9 @@
 //! (`examples/bench_load.rs`) computes the gateway's own setup latency from these, e.g.
 //! [`MilestoneKind::OfferReceived`] → [`MilestoneKind::InviteSent`] (less the `pre_accept`
 //! round trip, [`MilestoneKind::PreAcceptSent`] → [`MilestoneKind::PreAccepted`]) and
-//! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`].
+//! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`]; for business-initiated calls
+//! [`MilestoneKind::PbxInvite`] → [`MilestoneKind::ConnectSent`] and
+//! [`MilestoneKind::UserAccepted`] → [`MilestoneKind::Accepted`] (the 200 OK to the PBX).
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +30,16 @@ pub enum MilestoneKind {
         /// Why.
         reason: String,
     },
+    /// Business-initiated: the PBX's INVITE for this WhatsApp user reached the gateway
+    /// (stamped when the dispatcher took it, before the trunk checks and the dial plan).
+    PbxInvite {
+        /// The WhatsApp user the dial plan chose.
+        customer: String,
+    },
+    /// Business-initiated: our `connect` request (with the WebRTC offer) is on its way.
+    ConnectSent,
+    /// Business-initiated: Meta's `ACCEPTED` status (the user picked up) reached the call.
+    UserAccepted,
     /// Our `pre_accept` request is on its way to Meta.
     PreAcceptSent,
     /// Meta accepted our `pre_accept`.
@@ -132,6 +144,9 @@ impl fmt::Display for MilestoneKind {
             Self::OfferReceived => write!(f, "offer received"),
             Self::Routed { rule, target } => write!(f, "routed by rule `{rule}` to {target}"),
             Self::Refused { reason } => write!(f, "refused by the dial plan: {reason}"),
+            Self::PbxInvite { customer } => write!(f, "INVITE from the PBX for {customer}"),
+            Self::ConnectSent => write!(f, "connect sent"),
+            Self::UserAccepted => write!(f, "ACCEPTED from Meta (the user picked up)"),
             Self::PreAcceptSent => write!(f, "pre_accept sent"),
             Self::PreAccepted => write!(f, "pre_accept ok"),
             Self::InviteSent { attempt, uri } => {
