@@ -333,6 +333,8 @@ fn steady_state(ticks: &[Tick], peak: usize) -> Option<(f64, f64, f64, f64, f64)
 struct Uac {
     proc: Proc,
     port: u16,
+    /// `-mp`: SIPp binds it (the first call's media port) and never reads it.
+    media_base: u16,
     stat: PathBuf,
     /// Packets in the pcap every call plays (0: none).
     pcap_packets: u64,
@@ -360,6 +362,7 @@ fn start_uac(opts: &Options, sip_port: u16, limit_s: f64) -> Result<Uac, String>
         return Err(format!("{} missing", scenario.display()));
     }
     let stat = opts.work_dir.join("sipp_uac_stat.csv");
+    let media_base = procfs::free_uac_media_base()?;
     let mut args: Vec<String> = vec![
         format!("127.0.0.1:{sip_port}"),
         "-sf".into(),
@@ -376,7 +379,7 @@ fn start_uac(opts: &Options, sip_port: u16, limit_s: f64) -> Result<Uac, String>
         // gateway's RTP ranges and the ephemeral ports; SIPp binds the base only, sends from
         // the others and never listens there
         "-mp".into(),
-        procfs::free_uac_media_base()?.to_string(),
+        media_base.to_string(),
         "-t".into(),
         "u1".into(),
         "-r".into(),
@@ -431,6 +434,7 @@ fn start_uac(opts: &Options, sip_port: u16, limit_s: f64) -> Result<Uac, String>
     Ok(Uac {
         proc: Proc(child),
         port,
+        media_base,
         stat,
         pcap_packets,
     })
@@ -648,6 +652,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
         ));
     }
     let uac_port = uac.as_ref().map_or(0, |u| u.port);
+    let uac_media = uac.as_ref().map_or(0, |u| u.media_base);
 
     // sampler: gateway RSS, CPU and live calls every 250 ms
     let live = Arc::new(AtomicUsize::new(0));
@@ -672,7 +677,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
                 ticks.push((t0.elapsed().as_secs_f64(), gw_cpu, me, l, l_out));
                 if n % 20 == 19 {
                     let d = drops.lock().unwrap_or_else(|e| e.into_inner()).split(
-                        [sipp_port, sip_port, uac_port],
+                        [sipp_port, sip_port, uac_port, uac_media],
                         sipp_media,
                         rtp_min,
                         rtp_max,
@@ -832,7 +837,7 @@ pub async fn run(opts: Options) -> Result<String, String> {
         let mut d = drops.lock().unwrap_or_else(|e| e.into_inner());
         d.sample();
         d.split(
-            [sipp_port, sip_port, uac_port],
+            [sipp_port, sip_port, uac_port, uac_media],
             sipp_media,
             rtp_min,
             rtp_max,

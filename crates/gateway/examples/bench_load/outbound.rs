@@ -16,6 +16,8 @@ use std::time::Duration;
 use whatsip_sim::core::{CallState, Direction as SimDirection};
 use whatsip_sim::{PhoneNumberId, PhoneProbe, PhoneRegistry, SimHandle, WaId};
 
+use super::Clock;
+
 /// The WhatsApp user of outbound call `i` (0-based), digits only. Inbound callers are
 /// `49151…`, so the two directions never share a user.
 pub(crate) fn user_number(i: usize) -> String {
@@ -106,7 +108,8 @@ pub(crate) struct Counts {
     pub(crate) seen: AtomicUsize,
 }
 
-/// Polls the simulator every 250 ms until `stop` is set (or one hour passed); returns the
+/// Polls the simulator every 250 ms (up to 1 s once it holds thousands of calls: each poll
+/// copies every call's snapshot) until `stop` is set or one hour passed; returns the
 /// outbound calls by user (digits).
 pub(crate) fn spawn_watcher(
     sim: Arc<SimHandle>,
@@ -116,10 +119,16 @@ pub(crate) fn spawn_watcher(
 ) -> tokio::task::JoinHandle<HashMap<String, Watched>> {
     tokio::spawn(async move {
         let mut calls: HashMap<String, Watched> = HashMap::new();
-        // bounded: one hour of polls
+        let started = Clock::mono();
+        // bounded: one hour
         for _ in 0..14_400u32 {
+            if started.elapsed() > Duration::from_secs(3_600) {
+                break;
+            }
             let last = stop.load(Ordering::Relaxed) != 0;
-            for c in sim.calls() {
+            let snapshot = sim.calls();
+            let pause = Duration::from_millis(250 + (snapshot.len() as u64 / 4).min(750));
+            for c in snapshot {
                 if c.direction != SimDirection::BusinessInitiated {
                     continue;
                 }
@@ -153,7 +162,7 @@ pub(crate) fn spawn_watcher(
             if last {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(pause).await;
         }
         calls
     })

@@ -100,18 +100,20 @@ impl DropTracker {
     }
 
     /// (SIPp echo socket, whatsip WhatsApp sockets, whatsip PBX-leg sockets, all others,
-    /// SIPp's SIP socket, whatsip's SIP socket, the SIPp UAC's SIP socket). The WhatsApp
-    /// sockets are the first `wa_ports` ports of the range. `sip_ports`: SIPp UAS, whatsip,
-    /// SIPp UAC (0: none).
+    /// SIPp's SIP socket, whatsip's SIP socket, the SIPp UAC's SIP socket, the SIPp UAC's
+    /// media socket). The WhatsApp sockets are the first `wa_ports` ports of the range.
+    /// `sip_ports`: SIPp UAS, whatsip, SIPp UAC, SIPp UAC media base (0: none). The UAC's
+    /// media socket is the first call's `[auto_media_port]`: SIPp binds it and never reads
+    /// it, so the RTP whatsip sends the first call's PBX ends up as drops there.
     pub(crate) fn split(
         &self,
-        sip_ports: [u16; 3],
+        sip_ports: [u16; 4],
         sipp_media: u16,
         rtp_min: u32,
         rtp_max: u32,
         wa_ports: u32,
-    ) -> [u64; 7] {
-        let mut out = [0u64; 7];
+    ) -> [u64; 8] {
+        let mut out = [0u64; 8];
         for (inode, (port, drops)) in &self.max {
             let d = drops.saturating_sub(self.start.get(inode).copied().unwrap_or(0));
             let p = u32::from(*port);
@@ -121,6 +123,8 @@ impl DropTracker {
                 5
             } else if *port == sip_ports[2] && *port != 0 {
                 6
+            } else if *port == sip_ports[3] && *port != 0 {
+                7
             } else if *port == sipp_media {
                 0
             } else if p >= rtp_min && p < rtp_min + wa_ports {

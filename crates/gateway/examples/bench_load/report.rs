@@ -445,8 +445,9 @@ pub(crate) struct Measures {
     pub(crate) load_start: String,
     pub(crate) load_end: String,
     /// Kernel UDP receive drops: SIPp echo, whatsip WhatsApp sockets, whatsip PBX legs,
-    /// others, SIPp's SIP, whatsip's SIP, the SIPp UAC's SIP.
-    pub(crate) udp_drops: [u64; 7],
+    /// others, SIPp's SIP, whatsip's SIP, the SIPp UAC's SIP, the SIPp UAC's unread media
+    /// socket (the first call's RTP towards the PBX, expected).
+    pub(crate) udp_drops: [u64; 8],
     pub(crate) gateway_cpus: String,
     pub(crate) driver_cpus: String,
     pub(crate) metrics: Vec<Sample>,
@@ -776,6 +777,7 @@ pub(crate) fn build_report(
             "sipp_sip": m.udp_drops[4],
             "whatsip_sip": m.udp_drops[5],
             "sipp_uac_sip": m.udp_drops[6],
+            "sipp_uac_media_unread": m.udp_drops[7],
         },
         "load_generators": {
             "driver_sim_phones_cpu_s": round3(m.self_cpu),
