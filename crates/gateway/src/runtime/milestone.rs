@@ -207,4 +207,20 @@ mod tests {
         assert!(before <= m.at_unix_us && m.at_unix_us <= after, "{m:?}");
         assert_eq!(m.to_string(), "[wacid.1] accept sent");
     }
+
+    #[test]
+    fn outbound_setup_milestones_read_as_the_load_harness_parses_them() {
+        // examples/bench_load/report.rs matches these texts in the JSON log
+        let invite = MilestoneKind::PbxInvite {
+            customer: "+4917200000001".into(),
+        };
+        assert_eq!(invite.to_string(), "INVITE from the PBX for +4917200000001");
+        assert_eq!(MilestoneKind::ConnectSent.to_string(), "connect sent");
+        assert!(
+            MilestoneKind::UserAccepted
+                .to_string()
+                .starts_with("ACCEPTED from Meta")
+        );
+        assert!(MilestoneKind::Accepted.to_string().starts_with("accept ok"));
+    }
 }
