@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Load test of whatsip on 127.0.0.1 (issue 7), bounded in calls and time.
 #
-#   scripts/bench/run.sh PROFILE RATE CONCURRENT HOLD_S TOTAL [DRIVER OPTIONS...]
+#   scripts/bench/run.sh PROFILE RATE CONCURRENT HOLD_S TOTAL [--direction D] [DRIVER OPTIONS...]
 #
 # PROFILE: transcode (Opus ⇄ PCMU, SIPp answers PCMU) | passthrough (Opus both legs) |
 # signalling (call setup only: phones do ICE + DTLS-SRTP but send no audio; use a short hold).
+# --direction (default inbound):
+#   inbound   simulated WhatsApp users call in; SIPp (UAS) answers and echoes the RTP;
+#   outbound  SIPp (UAC, scripts/bench/uac_pcap.xml) places business-initiated calls to
+#             simulated users who pick up at once, holds HOLD_S and sends BYE; its RTP is
+#             played from a pcap the driver generates at start (Opus PT 111 / PCMU PT 0,
+#             600 Hz; none for signalling). pcap play needs root (raw socket) and costs SIPp
+#             one thread per call: heavy beyond about 300 concurrent calls;
+#   mixed     both at once, RATE / CONCURRENT / TOTAL per direction ("N + N" runs).
 # Builds whatsip and the driver (crates/gateway/examples/bench_load.rs) in release, runs the
 # gateway as its own process, whatsip-sim (with WebRTC phones) inside the driver and SIPp as
-# the PBX with -rtp_echo. Writes $CARGO_TARGET_DIR/bench-results/<profile>-<rate>-<conc>-<hold>-<total>-<utc>.json
+# the PBX. Writes $CARGO_TARGET_DIR/bench-results/<profile>-<phones>[-pinned][-<direction>]-<rate>-<conc>-<hold>-<total>-<utc>.json
 # and prints the table. Needs `sipp` (scripts/setup.sh).
 #
 # Env: CARGO_TARGET_DIR (default target), BENCH_OUT (results directory),
@@ -29,6 +37,13 @@ for n in "$RATE" "$CONC" "$HOLD" "$TOTAL"; do
     [[ $n =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "not a number: $n" >&2; exit 2; }
 done
 command -v sipp >/dev/null || { echo "sipp not found (scripts/setup.sh)" >&2; exit 1; }
+DIRECTION=inbound
+prev=""
+for a in "$@"; do
+    [ "$prev" = --direction ] && DIRECTION=$a
+    prev=$a
+done
+case $DIRECTION in inbound | outbound | mixed) ;; *) echo "--direction inbound|outbound|mixed" >&2; exit 2 ;; esac
 PHONES=${BENCH_PHONES:-light}
 case $PHONES in light | full) ;; *) echo "BENCH_PHONES: light|full" >&2; exit 2 ;; esac
 
@@ -46,7 +61,9 @@ if [ "${BENCH_PIN:-0}" = 1 ]; then
     GW_CPUS=(--gateway-cpus 0)
     PIN_TAG="-pinned"
 fi
-NAME="$PROFILE-$PHONES$PIN_TAG-$RATE-$CONC-$HOLD-$TOTAL-$STAMP"
+DIR_TAG=""
+[ "$DIRECTION" = inbound ] || DIR_TAG="-$DIRECTION"
+NAME="$PROFILE-$PHONES$PIN_TAG$DIR_TAG-$RATE-$CONC-$HOLD-$TOTAL-$STAMP"
 WORK=$(mktemp -d /tmp/whatsip-bench.XXXXXX)
 # the driver writes the pids of the whatsip and SIPp processes it started; if the hard
 # limit had to kill it, they are stopped here by pid
@@ -60,6 +77,7 @@ cleanup() {
     [ -f "$WORK/whatsip.log" ] && gzip -c "$WORK/whatsip.log" >"$OUT_DIR/$NAME.whatsip.log.gz" || true
     [ -f "$WORK/metrics.txt" ] && cp "$WORK/metrics.txt" "$OUT_DIR/$NAME.metrics.txt" || true
     [ -s "$WORK/sipp_errors.log" ] && tail -c 200000 "$WORK/sipp_errors.log" >"$OUT_DIR/$NAME.sipp_errors.log" || true
+    [ -s "$WORK/sipp_uac_errors.log" ] && tail -c 200000 "$WORK/sipp_uac_errors.log" >"$OUT_DIR/$NAME.sipp_uac_errors.log" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT

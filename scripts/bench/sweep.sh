@@ -4,7 +4,10 @@
 # whatsip pinned alone on CPU 0, the load generators on CPU 1 (BENCH_PIN=1). Every run is
 # bounded by run.sh's hard limit; the whole sweep by SWEEP_LIMIT_S (default 1500 s).
 #
-#   scripts/bench/sweep.sh [passthrough|transcode|signalling ...]
+#   scripts/bench/sweep.sh [passthrough|transcode|signalling|outbound|mixed ...]
+#
+# outbound and mixed (not run by default) place business-initiated calls with SIPp as a UAC
+# playing a pcap (root needed; one SIPp thread per call, so mind SIPp's CPU in the report).
 #
 # Prints one summary line per run (and run.sh keeps each JSON report, the gateway's log and
 # its /metrics in $CARGO_TARGET_DIR/bench-results).
@@ -41,6 +44,17 @@ for w in "${WHICH[@]}"; do
         run signalling 50 200 0.5 250
         run signalling 100 400 0.5 500
         run signalling 200 800 0.5 1000
+        ;;
+    outbound)
+        run passthrough 20 100 20 150 --direction outbound
+        run passthrough 25 300 20 400 --direction outbound
+        run transcode 10 100 20 150 --direction outbound
+        run signalling 50 200 0.5 250 --direction outbound
+        ;;
+    mixed)
+        # RATE / CONCURRENT / TOTAL per direction: 100 + 100, then 300 + 300
+        run passthrough 20 100 20 150 --direction mixed
+        run passthrough 25 300 20 400 --direction mixed
         ;;
     *) echo "unknown profile $w" >&2; exit 2 ;;
     esac

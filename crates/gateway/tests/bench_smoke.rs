@@ -1,8 +1,13 @@
 //! Smoke runs of the load harness (`examples/bench_load.rs`, `scripts/bench/run.sh`) so it
 //! cannot rot: three transcoded calls held three seconds through a separate `whatsip`
-//! process, SIPp echoing as the PBX and whatsip-sim's light WebRTC phones as the users; and
-//! three signalling-only calls. Asserts that the calls succeeded, the tone made the round
-//! trip and that every report field is present with a value — never a speed.
+//! process, SIPp echoing as the PBX and whatsip-sim's light WebRTC phones as the users;
+//! three signalling-only calls; three outbound calls (SIPp as a UAC playing a generated
+//! pcap, the users picking up); and a mixed run of three calls each way. Asserts that the
+//! calls succeeded, the tones arrived and that every report field is present with a value —
+//! never a speed.
+//!
+//! SIPp plays the pcap through a raw socket: without root or `CAP_NET_RAW` the outbound and
+//! mixed runs use the signalling profile instead (no RTP from the PBX), and say so.
 //!
 //! Needs SIPp (`scripts/setup.sh`): without it the tests fail when `CI=true` and are skipped
 //! loudly otherwise.
@@ -33,6 +38,15 @@ fn number(report: &Value, path: &[&str]) -> f64 {
 }
 
 async fn run(profile: bench_load::Profile, hold: Duration, name: &str) -> Option<Value> {
+    run_dir(profile, bench_load::Direction::Inbound, hold, name).await
+}
+
+async fn run_dir(
+    profile: bench_load::Profile,
+    direction: bench_load::Direction,
+    hold: Duration,
+    name: &str,
+) -> Option<Value> {
     let sipp = sipp()?;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
@@ -47,6 +61,7 @@ async fn run(profile: bench_load::Profile, hold: Duration, name: &str) -> Option
     );
     let work =
         std::env::temp_dir().join(format!("whatsip-bench-smoke-{name}-{}", std::process::id()));
+    opts.direction = direction;
     opts.rate = 2.0;
     opts.concurrent = 3;
     opts.hold = hold;
@@ -199,4 +214,162 @@ async fn bench_harness_smoke_three_signalling_only_calls() {
     // no audio in this profile: the phones sent nothing and no gap is judged
     assert_eq!(number(&r, &["media", "phone_packets_sent"]), 0.0, "{r}");
     assert_eq!(number(&r, &["media", "calls_with_gap_over_1s"]), 0.0, "{r}");
+}
+
+/// Whether this process may open raw sockets (root or `CAP_NET_RAW` in its effective set),
+/// which SIPp's pcap play needs.
+fn can_play_pcap() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    cap_eff & (1 << 13) != 0
+}
+
+/// The profile of the outbound smoke runs: Opus pass-through with the PBX's pcap, or
+/// signalling only where SIPp cannot play a pcap.
+fn outbound_profile() -> bench_load::Profile {
+    if can_play_pcap() {
+        bench_load::Profile::Passthrough
+    } else {
+        eprintln!(
+            "bench_smoke: no CAP_NET_RAW, SIPp cannot play the PBX's pcap: outbound smoke runs signalling only"
+        );
+        bench_load::Profile::Signalling
+    }
+}
+
+/// The outbound section: three business-initiated calls answered and ended by the PBX's BYE,
+/// the gateway's own setup times for each, and (with media) the PBX's tone heard.
+fn assert_outbound_complete(r: &Value, media: bool) {
+    let o = &r["outbound"];
+    assert!(o.is_object(), "outbound section: {r}");
+    assert_eq!(number(o, &["calls", "attempted"]), 3.0, "{r}");
+    assert_eq!(number(o, &["calls", "answered"]), 3.0, "{r}");
+    assert_eq!(number(o, &["calls", "failed"]), 0.0, "{r}");
+    assert_eq!(o["calls"]["failed_by_cause"], serde_json::json!({}), "{r}");
+    assert_eq!(number(o, &["calls", "sipp_uac", "created"]), 3.0, "{r}");
+    assert_eq!(number(o, &["calls", "sipp_uac", "successful"]), 3.0, "{r}");
+    for section in [
+        "gw_pbx_invite_to_connect_sent",
+        "gw_meta_accepted_to_pbx_200",
+        "connect_sent_to_meta_accepted",
+        "pbx_invite_to_pbx_200",
+    ] {
+        for p in ["p50", "p90", "p99", "max"] {
+            let v = number(o, &["setup_ms", section, p]);
+            assert!(v >= 0.0, "{section}.{p} = {v}: {r}");
+        }
+        assert_eq!(
+            number(o, &["setup_ms", section, "n"]),
+            3.0,
+            "{section}: one sample per call: {r}"
+        );
+    }
+    // each call is held 3 s after SIPp's ACK: at least that between 200 OK and the end
+    assert!(number(o, &["call_s"]) >= 8.9, "3 calls held 3 s: {r}");
+    for key in [
+        "phone_packets_sent",
+        "phone_packets_received",
+        "calls_with_gap_over_1s",
+        "calls_with_tone",
+        "pbx_packets_expected",
+    ] {
+        assert!(number(o, &["media", key]) >= 0.0, "{key}: {r}");
+    }
+    if media {
+        // the PBX's 600 Hz tone crossed the gateway to every phone, without a long gap
+        assert_eq!(number(o, &["media", "calls_with_tone"]), 3.0, "{r}");
+        assert_eq!(number(o, &["media", "tone_hz_expected"]), 600.0, "{r}");
+        assert_eq!(number(o, &["media", "calls_with_gap_over_1s"]), 0.0, "{r}");
+        assert!(number(o, &["media", "phone_packets_received"]) > 0.0, "{r}");
+        assert!(number(o, &["media", "phone_packets_sent"]) > 0.0, "{r}");
+        assert!(
+            number(&r["gateway_media"], &["gateway_rtp_received_from_pbx"]) > 0.0,
+            "{r}"
+        );
+        assert!(
+            number(&r["gateway_media"], &["gateway_rtp_received_from_whatsapp"]) > 0.0,
+            "{r}"
+        );
+    }
+    assert!(
+        number(r, &["load_generators", "sipp_uac_cpu_s"]) >= 0.0,
+        "{r}"
+    );
+    assert!(
+        number(r, &["udp_receive_drops", "sipp_uac_sip"]) >= 0.0,
+        "{r}"
+    );
+    for path in [
+        ["gateway", "cpu_s"],
+        ["gateway", "call_s"],
+        ["gateway", "cpu_s_per_call_s"],
+        ["gateway", "rss_idle_kib"],
+        ["gateway", "rss_at_peak_kib"],
+        ["gateway", "peak_concurrent"],
+        ["gateway", "rss_per_call_kib"],
+        ["load_generators", "driver_sim_phones_cpu_s"],
+    ] {
+        let v = number(r, &path);
+        assert!(v >= 0.0, "{path:?} = {v}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_harness_smoke_three_outbound_calls() {
+    let profile = outbound_profile();
+    let Some(r) = run_dir(
+        profile,
+        bench_load::Direction::Outbound,
+        Duration::from_secs(3),
+        "outbound",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(r["direction"], "outbound", "{r}");
+    assert!(r.get("calls").is_none(), "no inbound section: {r}");
+    assert_outbound_complete(&r, profile.has_media());
+    assert_eq!(r["gateway_media"]["scope"], "outbound calls", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_harness_smoke_mixed_three_calls_each_way() {
+    let profile = outbound_profile();
+    let Some(r) = run_dir(
+        profile,
+        bench_load::Direction::Mixed,
+        Duration::from_secs(3),
+        "mixed",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(r["direction"], "mixed", "{r}");
+    assert_complete(
+        &r,
+        &[
+            "dial_to_pbx_invite",
+            "gw_webhook_to_pbx_invite",
+            "gw_pbx_200_to_accept_sent",
+            "dial_to_active",
+        ],
+    );
+    assert_outbound_complete(&r, profile.has_media());
+    if profile.has_media() {
+        // the inbound phones heard their own 1 kHz tone back through the PBX's echo
+        assert_eq!(number(&r, &["media", "calls_with_tone"]), 3.0, "{r}");
+    }
+    // both directions were live at once at some point
+    assert!(number(&r, &["gateway", "peak_concurrent"]) >= 4.0, "{r}");
+    assert!(
+        number(&r, &["gateway", "call_s_outbound"]) >= 8.9
+            && number(&r, &["gateway", "call_s_inbound"]) >= 8.9,
+        "{r}"
+    );
 }

@@ -14,6 +14,17 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((ut + st) / clk_tck())
 }
 
+/// CPU time (user + system) of this process's children that were waited for, in seconds
+/// (`cutime` + `cstime` of `/proc/self/stat`).
+pub(crate) fn children_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(13)?.parse().ok()?;
+    let st: f64 = f.get(14)?.parse().ok()?;
+    Some((ut + st) / clk_tck())
+}
+
 fn clk_tck() -> f64 {
     static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TCK.get_or_init(|| {
@@ -89,23 +100,31 @@ impl DropTracker {
     }
 
     /// (SIPp echo socket, whatsip WhatsApp sockets, whatsip PBX-leg sockets, all others,
-    /// SIPp's SIP socket, whatsip's SIP socket). The WhatsApp sockets are the first `wa_ports` ports of the range.
+    /// SIPp's SIP socket, whatsip's SIP socket, the SIPp UAC's SIP socket, the SIPp UAC's
+    /// media socket). The WhatsApp sockets are the first `wa_ports` ports of the range.
+    /// `sip_ports`: SIPp UAS, whatsip, SIPp UAC, SIPp UAC media base (0: none). The UAC's
+    /// media socket is the first call's `[auto_media_port]`: SIPp binds it and never reads
+    /// it, so the RTP whatsip sends the first call's PBX ends up as drops there.
     pub(crate) fn split(
         &self,
-        sip_ports: [u16; 2],
+        sip_ports: [u16; 4],
         sipp_media: u16,
         rtp_min: u32,
         rtp_max: u32,
         wa_ports: u32,
-    ) -> [u64; 6] {
-        let mut out = [0u64; 6];
+    ) -> [u64; 8] {
+        let mut out = [0u64; 8];
         for (inode, (port, drops)) in &self.max {
             let d = drops.saturating_sub(self.start.get(inode).copied().unwrap_or(0));
             let p = u32::from(*port);
-            let i = if *port == sip_ports[0] {
+            let i = if *port == sip_ports[0] && *port != 0 {
                 4
             } else if *port == sip_ports[1] {
                 5
+            } else if *port == sip_ports[2] && *port != 0 {
+                6
+            } else if *port == sip_ports[3] && *port != 0 {
+                7
             } else if *port == sipp_media {
                 0
             } else if p >= rtp_min && p < rtp_min + wa_ports {
@@ -146,6 +165,26 @@ pub(crate) fn free_rtp_base(len: u32, head: u32) -> Result<u32, String> {
         }
     }
     Err("no free RTP range".into())
+}
+
+/// A `-mp` base for the SIPp UAC between 4000 and 9000 whose first four UDP ports are free
+/// (SIPp binds the base; its per-call ports reach base + 9996, below the gateway's RTP
+/// ranges at 20000 and up). Runs in parallel (the smoke tests) pick different bases.
+pub(crate) fn free_uac_media_base() -> Result<u16, String> {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::process::id()
+        .wrapping_mul(31)
+        .wrapping_add(run.wrapping_mul(389));
+    for i in 0..100u32 {
+        let base = 4_000 + (seed.wrapping_add(i * 97) % 1_250) * 4;
+        let free =
+            (base..base + 4).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
+        if free {
+            return Ok(base as u16);
+        }
+    }
+    Err("no free media port base for the SIPp UAC".into())
 }
 
 pub(crate) fn free_port() -> u16 {

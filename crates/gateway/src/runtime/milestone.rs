@@ -5,7 +5,9 @@
 //! (`examples/bench_load.rs`) computes the gateway's own setup latency from these, e.g.
 //! [`MilestoneKind::OfferReceived`] → [`MilestoneKind::InviteSent`] (less the `pre_accept`
 //! round trip, [`MilestoneKind::PreAcceptSent`] → [`MilestoneKind::PreAccepted`]) and
-//! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`].
+//! [`MilestoneKind::Answered`] → [`MilestoneKind::AcceptSent`]; for business-initiated calls
+//! [`MilestoneKind::PbxInvite`] → [`MilestoneKind::ConnectSent`] and
+//! [`MilestoneKind::UserAccepted`] → [`MilestoneKind::Accepted`] (the 200 OK to the PBX).
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +30,16 @@ pub enum MilestoneKind {
         /// Why.
         reason: String,
     },
+    /// Business-initiated: the PBX's INVITE for this WhatsApp user reached the gateway
+    /// (stamped when the dispatcher took it, before the trunk checks and the dial plan).
+    PbxInvite {
+        /// The WhatsApp user the dial plan chose.
+        customer: String,
+    },
+    /// Business-initiated: our `connect` request (with the WebRTC offer) is on its way.
+    ConnectSent,
+    /// Business-initiated: Meta's `ACCEPTED` status (the user picked up) reached the call.
+    UserAccepted,
     /// Our `pre_accept` request is on its way to Meta.
     PreAcceptSent,
     /// Meta accepted our `pre_accept`.
@@ -132,6 +144,9 @@ impl fmt::Display for MilestoneKind {
             Self::OfferReceived => write!(f, "offer received"),
             Self::Routed { rule, target } => write!(f, "routed by rule `{rule}` to {target}"),
             Self::Refused { reason } => write!(f, "refused by the dial plan: {reason}"),
+            Self::PbxInvite { customer } => write!(f, "INVITE from the PBX for {customer}"),
+            Self::ConnectSent => write!(f, "connect sent"),
+            Self::UserAccepted => write!(f, "ACCEPTED from Meta (the user picked up)"),
             Self::PreAcceptSent => write!(f, "pre_accept sent"),
             Self::PreAccepted => write!(f, "pre_accept ok"),
             Self::InviteSent { attempt, uri } => {
@@ -191,5 +206,21 @@ mod tests {
         let after = super::super::clock::SystemClock::timestamp().as_microsecond();
         assert!(before <= m.at_unix_us && m.at_unix_us <= after, "{m:?}");
         assert_eq!(m.to_string(), "[wacid.1] accept sent");
+    }
+
+    #[test]
+    fn outbound_setup_milestones_read_as_the_load_harness_parses_them() {
+        // examples/bench_load/report.rs matches these texts in the JSON log
+        let invite = MilestoneKind::PbxInvite {
+            customer: "+4917200000001".into(),
+        };
+        assert_eq!(invite.to_string(), "INVITE from the PBX for +4917200000001");
+        assert_eq!(MilestoneKind::ConnectSent.to_string(), "connect sent");
+        assert!(
+            MilestoneKind::UserAccepted
+                .to_string()
+                .starts_with("ACCEPTED from Meta")
+        );
+        assert!(MilestoneKind::Accepted.to_string().starts_with("accept ok"));
     }
 }

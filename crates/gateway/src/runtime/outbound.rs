@@ -243,6 +243,8 @@ impl Outbound {
         if req.dialog.is_some() || req.request.method != Method::Invite {
             return Some(req);
         }
+        // the `PbxInvite` milestone's stamp: the gateway's setup time starts here
+        let invite_at_us = CallMilestone::now_unix_us();
         let Some(call_id) = call_id else {
             self.spawn_reply(&req, tasks, simple(400, "no Call-ID"));
             return None;
@@ -341,7 +343,7 @@ impl Outbound {
             sip_call_id = %call_id,
             dir = "outbound"
         );
-        let task = OutTask::new(
+        let mut task = OutTask::new(
             self.shared.clone(),
             self.tracker.clone(),
             self.registry.clone(),
@@ -352,6 +354,7 @@ impl Outbound {
             rx,
             span.clone(),
         );
+        task.invite_at_us = invite_at_us;
         tasks.spawn(task.run().instrument(span));
         None
     }
@@ -555,6 +558,8 @@ struct OutTask {
     bye_sent: bool,
     shutting_down: bool,
     cdr: std::sync::Mutex<super::ops_cdr::CallCdr>,
+    /// When the dispatcher took the INVITE (wall clock, µs; the `PbxInvite` stamp).
+    invite_at_us: i64,
 }
 
 impl OutTask {
@@ -619,6 +624,7 @@ impl OutTask {
             answered: false,
             bye_sent: false,
             shutting_down: false,
+            invite_at_us: CallMilestone::now_unix_us(),
         }
     }
 
@@ -631,6 +637,12 @@ impl OutTask {
             .outbound_live
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let started = SystemClock::now();
+        self.milestone_at(
+            MilestoneKind::PbxInvite {
+                customer: self.user.to_string(),
+            },
+            self.invite_at_us,
+        );
         let first = match self.local_checks().await {
             Ok(()) => OutboundInput::PbxInvite,
             Err(f) => OutboundInput::Refused(f),
@@ -794,7 +806,10 @@ impl OutTask {
             SideEvent::Progress { status, .. } => {
                 let s = match status {
                     CallStatusKind::Ringing => WaCallStatus::Ringing,
-                    CallStatusKind::Accepted => WaCallStatus::Accepted,
+                    CallStatusKind::Accepted => {
+                        self.milestone(MilestoneKind::UserAccepted);
+                        WaCallStatus::Accepted
+                    }
                     CallStatusKind::Rejected => WaCallStatus::Rejected,
                     other => {
                         debug!(?other, "unknown call status ignored");
@@ -1010,6 +1025,7 @@ impl OutTask {
             );
             return;
         };
+        self.milestone(MilestoneKind::ConnectSent);
         let started = SystemClock::now();
         let connected = self.side.connect(&wa, &offer, None).await;
         graph_done(&self.shared, "connect", started, connected.as_ref().err());
@@ -1352,13 +1368,19 @@ impl OutTask {
     }
 
     fn milestone(&self, kind: MilestoneKind) {
+        self.milestone_at(kind, CallMilestone::now_unix_us());
+    }
+
+    /// A milestone that happened at `at_unix_us` (its log line carries the stamp as `at_us`).
+    fn milestone_at(&self, kind: MilestoneKind, at_unix_us: i64) {
         info!(
             milestone = %crate::ops::redact::milestone(&kind, self.shared.live().logging.redact_phone_numbers),
+            at_us = at_unix_us,
             "call milestone"
         );
         self.cdr_lock().observe(&kind, Some(&self.sip_call_id));
         let _ = self.shared.milestones.send(CallMilestone {
-            at_unix_us: CallMilestone::now_unix_us(),
+            at_unix_us,
             wa_call_id: self
                 .wa_call_id
                 .as_ref()
