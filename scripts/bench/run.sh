@@ -21,7 +21,9 @@
 # Env: CARGO_TARGET_DIR (default target), BENCH_OUT (results directory),
 #   BENCH_PIN=1       whatsip alone on CPU 0, the driver (simulator + phones) and SIPp on CPU 1
 #                     (taskset), so "calls per core" is measured directly;
-#   BENCH_PHONES      light (default: pre-encoded Opus, sampled decoding) | full.
+#   BENCH_PHONES      light (default: pre-encoded Opus, sampled decoding) | full;
+#   BENCH_WHATSIP     the whatsip binary to measure (default: the one just built), e.g. a
+#                     copy of an older build, to compare two builds under the same load.
 # Driver options after TOTAL go to bench_load as they are, e.g. `--decode-one-in 25`,
 # `--media "webrtc_sockets = 1"` (a line for the gateway's [media] section; repeatable).
 set -euo pipefail
@@ -91,7 +93,7 @@ LIMIT=$(awk -v t="$TOTAL" -v r="$RATE" -v h="$HOLD" 'BEGIN { printf "%d", t / r 
 echo "bench: $NAME (limit ${LIMIT} s, load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 ulimit -n 65536 2>/dev/null || true
 timeout --kill-after=10 "$LIMIT" "${PIN[@]}" "$TARGET/release/examples/bench_load" \
-    --whatsip "$TARGET/release/whatsip" --repo "$ROOT" --profile "$PROFILE" \
+    --whatsip "${BENCH_WHATSIP:-$TARGET/release/whatsip}" --repo "$ROOT" --profile "$PROFILE" \
     --rate "$RATE" --concurrent "$CONC" --hold "$HOLD" --total "$TOTAL" \
     --phones "$PHONES" "${GW_CPUS[@]}" \
     --work-dir "$WORK" --out "$OUT_DIR/$NAME.json" "$@"
