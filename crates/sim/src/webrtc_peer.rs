@@ -16,6 +16,7 @@ use whatsip_media::phone::{
     LightMode, OpusCycle, PhoneAudio, PhoneAudioConfig, PhoneCommand, PhoneConfig, PhoneHandle,
     PhonePeer, PhoneSocket, PhoneStatus, run_phone,
 };
+use whatsip_media::webrtc::DtlsCertificates;
 
 use crate::ids::WaId;
 use crate::peer::{MediaPeer, MediaPeerFactory, MediaReport, PeerContext, PeerError, PeerFuture};
@@ -122,6 +123,9 @@ pub struct WebRtcPeerFactory {
     tone_hz: Option<f64>,
     light: Option<LightMode>,
     send_media: bool,
+    /// One DTLS certificate for all phones of this factory (a browser reuses its certificate
+    /// across peer connections): generating one per phone dominated the phone's setup cost.
+    dtls: DtlsCertificates,
 }
 
 impl WebRtcPeerFactory {
@@ -132,6 +136,7 @@ impl WebRtcPeerFactory {
             tone_hz,
             light: None,
             send_media: true,
+            dtls: DtlsCertificates::default(),
         }
     }
 
@@ -154,6 +159,14 @@ impl WebRtcPeerFactory {
     #[must_use]
     pub fn without_media(mut self) -> Self {
         self.send_media = false;
+        self
+    }
+
+    /// The phones' DTLS certificate source (default: one certificate shared by all phones,
+    /// rotated daily; [`DtlsCertificates::per_leg`] for one per phone).
+    #[must_use]
+    pub fn with_dtls(mut self, dtls: DtlsCertificates) -> Self {
+        self.dtls = dtls;
         self
     }
 
@@ -182,6 +195,7 @@ impl MediaPeerFactory for WebRtcPeerFactory {
                 tone_hz: self.tone_hz,
                 light: self.light.clone(),
                 send_media: self.send_media,
+                dtls: self.dtls.clone(),
                 dtmf_sent: String::new(),
                 media_started: false,
             }) as Box<dyn MediaPeer>)
@@ -197,6 +211,7 @@ pub struct WebRtcPeer {
     tone_hz: Option<f64>,
     light: Option<LightMode>,
     send_media: bool,
+    dtls: DtlsCertificates,
     dtmf_sent: String,
     media_started: bool,
 }
@@ -212,6 +227,7 @@ impl WebRtcPeer {
         Ok(PhoneConfig {
             candidates: vec![addr],
             ssrc: rand::random(),
+            dtls: self.dtls.clone(),
             ..PhoneConfig::default()
         })
     }

@@ -225,7 +225,12 @@ async fn phone_task(
                         let _ = peer.send_rtp(&p, now);
                     }
                 }
-                peer.handle_timeout(now);
+                // Only when str0m has something due: its own deadlines are the `sleep` arm's
+                // job, and a timeout pass per 20 ms tick was a large share of an idle (muted or
+                // signalling-only) phone's CPU.
+                if peer.poll_timeout().is_some_and(|t| t <= now) {
+                    peer.handle_timeout(now);
+                }
             }
             () = &mut sleep => {
                 peer.handle_timeout(SystemClock::now());

@@ -37,8 +37,8 @@ pub use driver::{PhoneCommand, PhoneHandle, PhoneSocket, PhoneStatus, run_phone}
 use crate::RtpPacket;
 use crate::webrtc::session::RtcSession;
 use crate::webrtc::{
-    Datagram, OPUS_PT, SdpSummary, SetupRole, TELEPHONE_EVENT_PT, WaLegError, WaLegEvent,
-    WaLegStats, wa_rtc_config,
+    Datagram, DtlsCertificates, OPUS_PT, SdpSummary, SetupRole, TELEPHONE_EVENT_PT, WaLegError,
+    WaLegEvent, WaLegStats, wa_rtc_config,
 };
 
 /// Configuration of the simulated phone. `Default` mirrors Meta's live behaviour.
@@ -54,6 +54,9 @@ pub struct PhoneConfig {
     pub answer_setup: SetupRole,
     /// Statistics interval.
     pub stats_interval: Duration,
+    /// Our DTLS certificate source. The simulator shares one between its phones (as a browser
+    /// shares one between peer connections); `Default` gives each config its own.
+    pub dtls: DtlsCertificates,
 }
 
 impl Default for PhoneConfig {
@@ -63,6 +66,7 @@ impl Default for PhoneConfig {
             ssrc: 1_047_224_411,
             answer_setup: SetupRole::Active,
             stats_interval: Duration::from_secs(5),
+            dtls: DtlsCertificates::default(),
         }
     }
 }
@@ -214,8 +218,10 @@ impl PhonePeer {
         if config.candidates.is_empty() {
             return Err(WaLegError::Config("no candidate address".to_owned()));
         }
+        let identity = config.dtls.current(now)?;
         let mut rtc = wa_rtc_config(config.stats_interval)
             .set_ice_lite(true)
+            .set_dtls_cert(identity.cert().clone())
             .build(now);
         let creds = IceCreds::new();
         for addr in &config.candidates {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::webrtc::{WaLeg, WaLegConfig};
+use crate::webrtc::{DtlsIdentity, WaLeg, WaLegConfig};
 
 #[allow(clippy::disallowed_methods)]
 fn t0() -> Instant {
@@ -242,4 +242,187 @@ fn hang_up_closes_both_sides() {
     assert!(pair.leg.is_terminated());
     assert!(pair.leg_events.contains(&WaLegEvent::Closed));
     assert!(pair.phone.is_terminated(), "{:?}", pair.phone_events);
+}
+
+/// A user-initiated call with the given certificate sources, not yet connected.
+fn call_with(
+    leg_dtls: &DtlsCertificates,
+    phone_dtls: &DtlsCertificates,
+    now: Instant,
+) -> (Pair, String, String) {
+    let phone_cfg = PhoneConfig {
+        candidates: vec![PHONE.parse().unwrap()],
+        dtls: phone_dtls.clone(),
+        ..PhoneConfig::default()
+    };
+    let (phone, offer) = PhonePeer::offer(&phone_cfg, now).unwrap();
+    let leg_cfg = WaLegConfig {
+        candidates: vec![LEG.parse().unwrap()],
+        dtls: leg_dtls.clone(),
+        ..WaLegConfig::default()
+    };
+    let (leg, answer) = WaLeg::answer(&leg_cfg, &offer, now).unwrap();
+    let mut pair = Pair {
+        leg,
+        phone,
+        now,
+        leg_events: vec![],
+        phone_events: vec![],
+    };
+    pair.phone.accept_answer(&answer, now).unwrap();
+    (pair, offer, answer)
+}
+
+fn fingerprint(sdp: &str) -> String {
+    SdpSummary::parse(sdp).fingerprint_sha256.unwrap()
+}
+
+/// One RTP packet each way; true when both arrived.
+fn rtp_flows(pair: &mut Pair) -> bool {
+    let mut tx = PhoneAudio::new(PhoneAudioConfig {
+        tone_hz: Some(1_000.0),
+        ..Default::default()
+    })
+    .unwrap();
+    pair.leg_events.clear();
+    pair.phone_events.clear();
+    for p in tx.handle_tick(pair.now) {
+        pair.phone.send_rtp(&p, pair.now).unwrap();
+        pair.leg.send_rtp(&p, pair.now).unwrap();
+    }
+    pair.run(pair.now);
+    let rtp = |events: &[WaLegEvent]| events.iter().any(|e| matches!(e, WaLegEvent::Rtp(_)));
+    rtp(&pair.leg_events) && rtp(&pair.phone_events)
+}
+
+#[test]
+fn shared_certificate_serves_several_calls_and_matches_the_sdp_fingerprint() {
+    let now = t0();
+    let leg_dtls = DtlsCertificates::default();
+    let phone_dtls = DtlsCertificates::default();
+    let mut pairs = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let (pair, offer, answer) = call_with(&leg_dtls, &phone_dtls, now);
+        // The a=fingerprint each side writes is the SHA-256 of the certificate it uses.
+        assert_eq!(
+            fingerprint(&answer),
+            leg_dtls.current(now).unwrap().fingerprint_sha256()
+        );
+        assert_eq!(
+            fingerprint(&offer),
+            phone_dtls.current(now).unwrap().fingerprint_sha256()
+        );
+        answers.push(answer);
+        pairs.push(pair);
+    }
+    // The legs' ICE credentials stay per call; only the certificate is shared.
+    let ufrags: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|a| SdpSummary::parse(a).ice_ufrag.unwrap())
+        .collect();
+    assert_eq!(ufrags.len(), 4);
+    assert_ne!(
+        fingerprint(&answers[0]),
+        phone_dtls.current(now).unwrap().fingerprint_sha256()
+    );
+    // All four run at once, each with its own DTLS session keyed from the same certificate.
+    for pair in &mut pairs {
+        pair.run(now + Duration::from_secs(5));
+        assert!(pair.leg.is_connected(), "{:?}", pair.leg_events);
+        assert!(pair.phone.is_connected(), "{:?}", pair.phone_events);
+    }
+    for pair in &mut pairs {
+        assert!(rtp_flows(pair));
+    }
+    assert_eq!(leg_dtls.generated(), 1);
+    assert_eq!(phone_dtls.generated(), 1);
+}
+
+#[test]
+fn wrong_fingerprint_in_the_answer_fails_the_handshake() {
+    // The check the shared certificate relies on is live: the phone rejects a leg whose
+    // certificate does not match the answer's fingerprint.
+    let now = t0();
+    let leg_dtls = DtlsCertificates::default();
+    let phone_dtls = DtlsCertificates::default();
+    let phone_cfg = PhoneConfig {
+        candidates: vec![PHONE.parse().unwrap()],
+        dtls: phone_dtls,
+        ..PhoneConfig::default()
+    };
+    let (phone, offer) = PhonePeer::offer(&phone_cfg, now).unwrap();
+    let leg_cfg = WaLegConfig {
+        candidates: vec![LEG.parse().unwrap()],
+        dtls: leg_dtls.clone(),
+        ..WaLegConfig::default()
+    };
+    let (leg, answer) = WaLeg::answer(&leg_cfg, &offer, now).unwrap();
+    let other = DtlsIdentity::generate(now).unwrap();
+    let real = leg_dtls.current(now).unwrap();
+    assert_ne!(other.fingerprint_sha256(), real.fingerprint_sha256());
+    let forged = answer.replace(real.fingerprint_sha256(), other.fingerprint_sha256());
+    assert_ne!(forged, answer);
+    let mut pair = Pair {
+        leg,
+        phone,
+        now,
+        leg_events: vec![],
+        phone_events: vec![],
+    };
+    pair.phone.accept_answer(&forged, now).unwrap();
+    pair.run(now + Duration::from_secs(5));
+    assert!(!pair.phone.is_connected(), "{:?}", pair.phone_events);
+}
+
+#[test]
+fn rotation_gives_new_calls_a_new_certificate_and_keeps_running_calls() {
+    let now = t0();
+    let leg_dtls = DtlsCertificates::new(Duration::from_secs(60));
+    let phone_dtls = DtlsCertificates::new(Duration::from_secs(60));
+    let (mut first, _, first_answer) = call_with(&leg_dtls, &phone_dtls, now);
+    first.run(now + Duration::from_secs(5));
+    assert!(first.leg.is_connected() && first.phone.is_connected());
+
+    // Before the period ends: the same certificate.
+    let t = now + Duration::from_secs(30);
+    let (_, _, same) = call_with(&leg_dtls, &phone_dtls, t);
+    assert_eq!(fingerprint(&same), fingerprint(&first_answer));
+    assert_eq!(leg_dtls.generated(), 1);
+
+    // After it: a new one for new calls, with matching SDP, and the call connects.
+    first.run(now + Duration::from_secs(61));
+    let t = first.now;
+    let (mut second, offer, answer) = call_with(&leg_dtls, &phone_dtls, t);
+    assert_ne!(fingerprint(&answer), fingerprint(&first_answer));
+    assert_eq!(
+        fingerprint(&answer),
+        leg_dtls.current(t).unwrap().fingerprint_sha256()
+    );
+    assert_eq!(
+        fingerprint(&offer),
+        phone_dtls.current(t).unwrap().fingerprint_sha256()
+    );
+    assert_eq!(leg_dtls.generated(), 2);
+    second.run(t + Duration::from_secs(5));
+    assert!(second.leg.is_connected() && second.phone.is_connected());
+    assert!(rtp_flows(&mut second));
+
+    // The call that started with the old certificate still carries media.
+    first.now = second.now;
+    assert!(first.leg.is_connected(), "{:?}", first.leg_events);
+    assert!(rtp_flows(&mut first));
+}
+
+#[test]
+fn per_leg_certificates_differ_between_calls() {
+    let now = t0();
+    let leg_dtls = DtlsCertificates::per_leg();
+    let phone_dtls = DtlsCertificates::per_leg();
+    let (mut a, _, answer_a) = call_with(&leg_dtls, &phone_dtls, now);
+    let (_, _, answer_b) = call_with(&leg_dtls, &phone_dtls, now);
+    assert_ne!(fingerprint(&answer_a), fingerprint(&answer_b));
+    assert_eq!(leg_dtls.generated(), 2);
+    a.run(now + Duration::from_secs(5));
+    assert!(a.leg.is_connected() && a.phone.is_connected());
 }

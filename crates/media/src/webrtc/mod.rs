@@ -8,7 +8,8 @@
 //! - ICE full and controlling against Meta's ICE-lite, regular nomination (str0m checks every
 //!   pair first and nominates the best succeeded pair with a second check carrying
 //!   USE-CANDIDATE), no trickle, no ICE restart;
-//! - DTLS client (`a=setup:active`) in our answers, with str0m's ECDSA P-256 certificate; on
+//! - DTLS client (`a=setup:active`) in our answers, with a self-signed ECDSA P-256
+//!   certificate shared by the endpoint's legs and rotated daily ([`DtlsCertificates`]); on
 //!   business-initiated calls Meta may answer `active` or `passive` and both work;
 //! - one audio m-line, rtcp-mux, BUNDLE; Opus on PT 111 (48 kHz, 20 ms) and
 //!   `telephone-event/8000` on PT 126 only; one SSRC for our audio for the whole call;
@@ -29,6 +30,8 @@
 //! The tokio driver with one shared UDP socket for all calls is [`WebRtcEndpoint`] (feature
 //! `rt`).
 
+mod certificate;
+mod crypto;
 #[cfg(feature = "rt")]
 mod endpoint;
 pub(crate) mod sdp;
@@ -45,6 +48,7 @@ use tracing::{debug, info};
 
 use crate::RtpPacket;
 
+pub use certificate::{DtlsCertificates, DtlsIdentity};
 #[cfg(feature = "rt")]
 pub use endpoint::{EndpointConfig, WaCallEvent, WaCallHandle, WaRtpSender, WebRtcEndpoint};
 pub use sdp::{SdpSummary, SetupRole};
@@ -71,6 +75,9 @@ pub struct WaLegConfig {
     pub connect_timeout: Duration,
     /// How often a [`WaLegEvent::Stats`] is produced (str0m's stats interval).
     pub stats_interval: Duration,
+    /// Our DTLS certificate: one per endpoint, shared by clones of this config, rotated after
+    /// its period (see [`DtlsCertificates`]).
+    pub dtls: DtlsCertificates,
 }
 
 impl Default for WaLegConfig {
@@ -79,6 +86,7 @@ impl Default for WaLegConfig {
             candidates: Vec::new(),
             connect_timeout: Duration::from_secs(20),
             stats_interval: Duration::from_secs(5),
+            dtls: DtlsCertificates::default(),
         }
     }
 }
@@ -348,7 +356,10 @@ impl WaLeg {
         if config.candidates.is_empty() {
             return Err(WaLegError::Config("no candidate address".to_owned()));
         }
-        let mut rtc = wa_rtc_config(config.stats_interval).build(now);
+        let identity = config.dtls.current(now)?;
+        let mut rtc = wa_rtc_config(config.stats_interval)
+            .set_dtls_cert(identity.cert().clone())
+            .build(now);
         for addr in &config.candidates {
             let c = Candidate::host(*addr, "udp").map_err(|e| WaLegError::Config(e.to_string()))?;
             rtc.add_local_candidate(c);
@@ -371,6 +382,7 @@ impl WaLeg {
 /// and accept an answer without them).
 pub(crate) fn wa_rtc_config(stats_interval: Duration) -> str0m::RtcConfig {
     let mut cfg = Rtc::builder()
+        .set_crypto_provider(crypto::shared_provider())
         .set_rtp_mode(true)
         .clear_codecs()
         .clear_extension_map()
