@@ -207,6 +207,8 @@ pub struct MediaRelay {
     wa_gate_open: bool,
     pbx_direction: Direction,
     next_tick: Instant,
+    /// When [`MediaRelay::handle_tick`] last ran.
+    last_tick: Instant,
     wa_in: Receiver,
     pbx_in: Receiver,
     wa_out: Sender,
@@ -234,6 +236,11 @@ pub struct MediaRelay {
 /// stays silent or sends nothing at all is, and the frames we send instead are what keep
 /// Meta's 20 s / 30 s no-media timers (§6.4) from ending the call).
 pub(crate) const COMFORT_NOISE_AFTER: Duration = Duration::from_secs(1);
+
+/// While an Opus pass-through call streams both ways and the tick has nothing to generate,
+/// the tick runs only when the PBX may have gone quiet, and at least once in this many
+/// frames (the media-timeout check), instead of on every frame.
+const IDLE_TICK_FRAMES: u32 = 5;
 
 #[derive(Debug)]
 struct Transcoder {
@@ -358,6 +365,7 @@ impl MediaRelay {
             wa_gate_open: false,
             pbx_direction: Direction::SendRecv,
             next_tick: now,
+            last_tick: now,
             wa_in: Receiver::new(48_000, config.jitter.clone(), now),
             pbx_in: Receiver::new(config.pbx_codec.clock_rate_hz(), config.jitter.clone(), now),
             wa_out: Sender::new(rng, wa_ts_per_frame),
@@ -558,11 +566,37 @@ impl MediaRelay {
             self.tick_dtmf_out(Leg::Pbx);
         }
         self.check_timeouts(now);
-        self.next_tick += self.config.ptime;
-        if self.next_tick + 5 * self.config.ptime < now {
+        self.last_tick = now;
+        let ptime = self.config.ptime;
+        self.next_tick += ptime;
+        if self.passthrough && self.next_tick <= now {
+            // ticks left out while idle (`idle_until`): back on the frame grid, no burst
+            let behind = now.saturating_duration_since(self.next_tick).as_nanos();
+            let frames = behind / ptime.as_nanos().max(1) + 1;
+            self.next_tick += ptime * u32::try_from(frames).unwrap_or(u32::MAX);
+        } else if self.next_tick + 5 * ptime < now {
             // the driver stalled: do not try to catch up with a burst
-            self.next_tick = now + self.config.ptime;
+            self.next_tick = now + ptime;
         }
+    }
+
+    /// Until when an Opus pass-through call's tick has nothing to do: both directions are
+    /// forwarded as they arrive, no DTMF is being generated, and the PBX is streaming (the
+    /// tick fills in only once it has been quiet for two frames). `None` when every tick
+    /// counts (transcoding, gate closed, hold, DTMF, a quiet PBX).
+    fn idle_until(&self) -> Option<Instant> {
+        let busy = |o: &DtmfOut| o.current.is_some() || !o.queue.is_empty();
+        if !self.passthrough
+            || !self.wa_gate_open
+            || !self.pbx_direction.sends()
+            || busy(&self.wa_dtmf_out)
+            || busy(&self.pbx_dtmf_out)
+        {
+            return None;
+        }
+        let ptime = self.config.ptime;
+        let quiet_at = self.pbx_in.cut_through_at? + 2 * ptime;
+        Some(quiet_at.min(self.last_tick + IDLE_TICK_FRAMES * ptime))
     }
 
     /// The next packet to send.
@@ -578,7 +612,10 @@ impl MediaRelay {
     /// When [`MediaRelay::handle_tick`] is due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_tick)
+        Some(match self.idle_until() {
+            Some(idle) => idle.max(self.next_tick),
+            None => self.next_tick,
+        })
     }
 
     /// Watchdog: PBX silences of at least 1 s bridged with comfort noise toward WhatsApp

@@ -110,6 +110,7 @@ impl PbxPhone {
 
 struct Run {
     relay: MediaRelay,
+    ptime: Duration,
     now: Instant,
     to_wa: Vec<RtpPacket>,
     to_pbx: Vec<RtpPacket>,
@@ -120,9 +121,11 @@ impl Run {
     fn new(config: RelayConfig) -> Self {
         let now = epoch();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let ptime = config.ptime;
         let relay = MediaRelay::new(config, &mut rng, now).unwrap();
         Self {
             relay,
+            ptime,
             now,
             to_wa: Vec::new(),
             to_pbx: Vec::new(),
@@ -135,8 +138,16 @@ impl Run {
         self.drain();
     }
 
+    /// One frame time passes: the relay's tick runs if it falls due within it (an Opus
+    /// pass-through relay with both sides streaming needs none on most frames).
     fn tick(&mut self) {
-        self.now = self.relay.poll_timeout().unwrap();
+        let due = self.relay.poll_timeout().unwrap();
+        let frame_end = self.now + self.ptime;
+        if due > frame_end {
+            self.now = frame_end;
+            return;
+        }
+        self.now = due.max(self.now);
         self.relay.handle_tick(self.now);
         self.drain();
     }
@@ -884,6 +895,96 @@ fn transcoded_frames_match_ptime() {
         };
         assert!(MediaRelay::new(bad, &mut rng, epoch()).is_err());
     }
+}
+
+/// Runs the relay's ticks that fall due up to `until` (each at its own due time), then moves
+/// the clock to `until`; returns how many ticks ran.
+fn run_ticks_until(run: &mut Run, until: Instant) -> u32 {
+    let mut ticks = 0;
+    while let Some(due) = run.relay.poll_timeout().filter(|t| *t <= until) {
+        run.now = due.max(run.now);
+        run.relay.handle_tick(run.now);
+        run.drain();
+        ticks += 1;
+        assert!(
+            ticks < 10_000,
+            "the relay keeps asking for ticks at {due:?}"
+        );
+    }
+    run.now = until;
+    ticks
+}
+
+#[test]
+fn passthrough_ticks_rarely_while_both_sides_stream_yet_fills_and_times_out() {
+    let mut cfg = config(Codec::Opus, 111);
+    cfg.media_timeout = Duration::from_secs(2);
+    let mut run = Run::new(cfg);
+    run.relay.open_wa_gate(run.now);
+    let mut wa = WaPhone::new(1000.0);
+    let mut pbx = PbxPhone::new(Codec::Opus, 111, 440.0);
+    let t0 = run.now;
+    let frame = Duration::from_millis(20);
+
+    // 2 s of both sides streaming: every packet crosses as it arrives, and the owner is woken
+    // for a tick about every 5 frames (media-timeout checks), not every frame
+    let mut ticks = 0;
+    for i in 1..=100 {
+        ticks += run_ticks_until(&mut run, t0 + frame * i);
+        run.feed(Leg::Wa, wa.next());
+        run.feed(Leg::Pbx, pbx.next());
+    }
+    assert!((15..=25).contains(&ticks), "{ticks} ticks for 100 frames");
+    assert_eq!(run.to_pbx.len(), 100);
+    // (the first tick or two fill in before the PBX's first packet)
+    assert!(
+        (100..=102).contains(&run.to_wa.len()),
+        "{}",
+        run.to_wa.len()
+    );
+
+    // the PBX goes quiet for 1 s: WhatsApp still gets one frame per 20 ms, the fill
+    // starting within two frames of the PBX's last packet
+    let before = run.to_wa.len();
+    let mut first_fill = None;
+    for i in 101..=150 {
+        run_ticks_until(&mut run, t0 + frame * i);
+        if first_fill.is_none() && run.to_wa.len() > before {
+            first_fill = Some(i);
+        }
+        run.feed(Leg::Wa, wa.next());
+    }
+    assert!(
+        first_fill.is_some_and(|i| i <= 102),
+        "fill began at frame {first_fill:?}"
+    );
+    let filled = run.to_wa.len() - before;
+    assert!(
+        (48..=50).contains(&filled),
+        "{filled} frames toward WhatsApp in 1 s"
+    );
+
+    // the PBX talks again and WhatsApp falls silent: the timeout still comes in time
+    for i in 151..=280 {
+        run_ticks_until(&mut run, t0 + frame * i);
+        run.feed(Leg::Pbx, pbx.next());
+    }
+    let timeouts: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RelayEvent::MediaTimeout { leg, silent_for } => Some((*leg, *silent_for)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timeouts.len(), 1, "{timeouts:?}");
+    assert_eq!(timeouts[0].0, Leg::Wa);
+    assert!(
+        timeouts[0].1 < Duration::from_secs(2) + 6 * frame,
+        "{timeouts:?}"
+    );
+    assert_continuous(&run.to_wa, 960);
+    assert_continuous(&run.to_pbx, 960);
 }
 
 #[test]
