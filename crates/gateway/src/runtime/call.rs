@@ -889,11 +889,6 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
             &self.span,
             self.wa.as_ref(),
         )?;
-        if negotiated.pbx_direction != Direction::SendRecv {
-            let _ = handle
-                .commands
-                .try_send(MediaCommand::SetPbxDirection(negotiated.pbx_direction));
-        }
         let codec = negotiated.codec.encoding_name().to_owned();
         self.media = Some(PbxMedia {
             handle,
@@ -1211,7 +1206,8 @@ pub(crate) type PbxLeg = (
 /// The PBX leg's media task of a call in either direction: a relay for the negotiated codec
 /// on the call's RTP sockets, spawned inside the call's span, counting into the WhatsApp
 /// leg's media path ([`WaCallHandle::path`]) when there is one, so drops and added latency
-/// cover both legs of the call. With a WhatsApp leg, the two legs exchange RTP directly
+/// cover both legs of the call, starting in the direction the PBX's SDP asked for. With a
+/// WhatsApp leg, the two legs exchange RTP directly
 /// ([`PbxMediaHandle::link_wa_leg`]); the returned channel then only carries what was in
 /// flight before, and the call task's forwarding stays as the fallback.
 pub(crate) fn start_pbx_leg(
@@ -1259,6 +1255,12 @@ pub(crate) fn start_pbx_leg(
             shared.metrics.media.clone(),
         )
     };
+    if negotiated.pbx_direction != Direction::SendRecv {
+        // a fresh task's queue has room
+        let _ = handle
+            .commands
+            .try_send(MediaCommand::SetPbxDirection(negotiated.pbx_direction));
+    }
     if let Some(wa) = wa
         && !handle.link_wa_leg(wa)
     {

@@ -1211,11 +1211,6 @@ impl OutTask {
             &self.span,
             self.wa.as_ref(),
         )?;
-        if negotiated.pbx_direction != MediaDirection::SendRecv {
-            let _ = handle
-                .commands
-                .try_send(MediaCommand::SetPbxDirection(negotiated.pbx_direction));
-        }
         self.milestone(MilestoneKind::Answered {
             codec: negotiated.codec.encoding_name().to_owned(),
         });
