@@ -20,6 +20,8 @@ struct Pair {
     now: Instant,
     leg_events: Vec<WaLegEvent>,
     phone_events: Vec<WaLegEvent>,
+    /// How many times the leg's own timeout fell due.
+    leg_timeouts: u32,
 }
 
 impl Pair {
@@ -55,6 +57,9 @@ impl Pair {
                 self.now = until;
                 return;
             };
+            if self.leg.poll_timeout().is_some_and(|t| t <= next) {
+                self.leg_timeouts += 1;
+            }
             self.now = next.max(self.now);
             self.leg.handle_timeout(self.now);
             self.phone.handle_timeout(self.now);
@@ -90,6 +95,7 @@ fn user_initiated() -> Pair {
         now,
         leg_events: vec![],
         phone_events: vec![],
+        leg_timeouts: 0,
     };
     pair.phone.accept_answer(&answer, now).unwrap();
     pair
@@ -218,6 +224,7 @@ fn business_offer_answered_by_phone_with_either_dtls_role_connects() {
             now,
             leg_events: vec![],
             phone_events: vec![],
+            leg_timeouts: 0,
         };
         pair.run(now + Duration::from_secs(5));
         assert!(
@@ -268,6 +275,7 @@ fn call_with(
         now,
         leg_events: vec![],
         phone_events: vec![],
+        leg_timeouts: 0,
     };
     pair.phone.accept_answer(&answer, now).unwrap();
     (pair, offer, answer)
@@ -369,6 +377,7 @@ fn wrong_fingerprint_in_the_answer_fails_the_handshake() {
         now,
         leg_events: vec![],
         phone_events: vec![],
+        leg_timeouts: 0,
     };
     pair.phone.accept_answer(&forged, now).unwrap();
     pair.run(now + Duration::from_secs(5));
@@ -425,4 +434,44 @@ fn per_leg_certificates_differ_between_calls() {
     assert_eq!(leg_dtls.generated(), 2);
     a.run(now + Duration::from_secs(5));
     assert!(a.leg.is_connected() && a.phone.is_connected());
+}
+
+/// Meta's Opus has neither NACK nor RTX (reference §6.1): the leg must not run str0m's NACK
+/// timer (every 33 ms per call) while audio streams, and nor must the phone.
+#[test]
+fn streaming_call_wakes_the_leg_rarely_between_packets() {
+    let mut pair = user_initiated();
+    let start = pair.now;
+    pair.run(start + Duration::from_secs(5));
+    assert!(pair.leg.is_connected(), "{:?}", pair.leg_events);
+    let mut tx = PhoneAudio::new(PhoneAudioConfig {
+        tone_hz: Some(1_000.0),
+        ..Default::default()
+    })
+    .unwrap();
+    // settle, then count the leg's own timeouts over 2 s of audio both ways
+    let mut received = 0;
+    for i in 0..150u32 {
+        if i == 50 {
+            pair.leg_timeouts = 0;
+        }
+        let at = pair.now + Duration::from_millis(20);
+        pair.run(at);
+        for p in tx.handle_tick(pair.now) {
+            pair.phone.send_rtp(&p, pair.now).unwrap();
+            pair.leg.send_rtp(&p, pair.now).unwrap();
+        }
+        pair.run(pair.now);
+        received += pair
+            .leg_events
+            .drain(..)
+            .filter(|e| matches!(e, WaLegEvent::Rtp(_)))
+            .count();
+    }
+    assert!(received >= 145, "{received} packets reached the leg");
+    assert!(
+        pair.leg_timeouts <= 10,
+        "{} leg timeouts in 2 s of audio",
+        pair.leg_timeouts
+    );
 }

@@ -31,6 +31,8 @@ pub(crate) struct RtcSession {
     tx_seq: SeqExtender,
     /// Whether our send stream's RTX cache was switched off (see `send_rtp`).
     rtx_cache_off: bool,
+    /// The receive stream whose NACKs were switched off (see `handle_rtc_event`).
+    nack_off: Option<str0m::rtp::Ssrc>,
     stats: WaLegStats,
 }
 
@@ -46,6 +48,7 @@ impl RtcSession {
             terminated: false,
             tx_seq: SeqExtender::default(),
             rtx_cache_off: false,
+            nack_off: None,
             stats: WaLegStats::default(),
         }
     }
@@ -214,8 +217,20 @@ impl RtcSession {
     pub(crate) fn drain(&mut self, now: Instant) {
         // Bounded: str0m yields a finite amount of output per mutation; the cap only guards
         // against a library bug turning into an endless loop inside our task.
+        let mut due_now = 0;
         for _ in 0..10_000 {
             match self.rtc.poll_output() {
+                // Already due (str0m queues an RTP packet we wrote and sends it on the next
+                // timeout): run it now rather than through the owner's timer, which would cost
+                // a timer round trip per packet sent. A few in a row at most.
+                Ok(Output::Timeout(t)) if t <= now && due_now < 4 && self.rtc.is_alive() => {
+                    due_now += 1;
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                        warn!(error = %e, "rtc timeout handling failed");
+                        self.fail(format!("timeout handling: {e}"));
+                        return;
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     self.timeout = Some(t.max(now));
                     if !self.rtc.is_alive() && !self.terminated {
@@ -263,6 +278,14 @@ impl RtcSession {
                 }
             }
             Event::RtpPacket(p) => {
+                if self.nack_off != Some(p.header.ssrc) {
+                    // Meta's Opus has neither NACK nor RTX (reference §6.1): without this, str0m
+                    // runs a NACK timer every 33 ms per call and would NACK every loss
+                    if let Some(rx) = self.rtc.direct_api().stream_rx(&p.header.ssrc) {
+                        rx.suppress_nack(true);
+                        self.nack_off = Some(p.header.ssrc);
+                    }
+                }
                 self.stats.rtp_packets_received += 1;
                 self.stats.rtp_bytes_received += p.payload.len() as u64;
                 self.events.push_back(WaLegEvent::Rtp(RtpPacket {
