@@ -125,7 +125,15 @@ async fn linked_legs_carry_rtp_both_ways_without_the_call_task() {
         let p = call.path().stats();
         assert!(p.wa_to_pbx_latency.count >= 50, "{p:?}");
         assert!(p.pbx_to_wa_latency.count >= 50, "{p:?}");
-        assert_eq!(p.dropped_toward_pbx() + p.dropped_toward_wa(), 0, "{p:?}");
+        // no hand-over between the tasks dropped anything (an echo of the very first packet
+        // may come back before our leg counts itself connected: at most a couple rejected)
+        let queues = p.wa_event_queue_full
+            + p.wa_to_pbx_queue_full
+            + p.pbx_to_wa_queue_full
+            + p.wa_send_queue_full;
+        assert_eq!(queues, 0, "{p:?}");
+        assert!(p.wa_send_rejected <= 2, "{p:?}");
+        assert_eq!(p.pbx_send_failed + p.pbx_rx_rejected, 0, "{p:?}");
 
         // once the PBX task ends, the leg's RTP comes back through the call's events
         media.commands.send(MediaCommand::Stop).await.unwrap();
