@@ -436,7 +436,7 @@ fn per_leg_certificates_differ_between_calls() {
     assert!(a.leg.is_connected() && a.phone.is_connected());
 }
 
-/// Meta's Opus has neither NACK nor RTX (reference §6.1): the leg must not run str0m's NACK
+/// Meta's Opus has neither NACK nor RTX (reference §6.6): the leg must not run str0m's NACK
 /// timer (every 33 ms per call) while audio streams, and nor must the phone.
 #[test]
 fn streaming_call_wakes_the_leg_rarely_between_packets() {

@@ -162,7 +162,7 @@ impl RtcSession {
         };
         if !self.rtx_cache_off {
             // str0m keeps every sent packet for 3 s (up to 2,000) to answer NACKs with RTX.
-            // We negotiate neither NACK nor RTX for Opus (reference §6.1), so the cache is
+            // We negotiate neither NACK nor RTX for Opus (reference §6.6), so the cache is
             // dead weight: ~150 packets per call, the largest per-call allocation.
             stream.set_rtx_cache(0, Duration::ZERO, None);
             self.rtx_cache_off = true;
@@ -279,7 +279,7 @@ impl RtcSession {
             }
             Event::RtpPacket(p) => {
                 if self.nack_off != Some(p.header.ssrc) {
-                    // Meta's Opus has neither NACK nor RTX (reference §6.1): without this, str0m
+                    // Meta's Opus has neither NACK nor RTX (reference §6.6): without this, str0m
                     // runs a NACK timer every 33 ms per call and would NACK every loss
                     if let Some(rx) = self.rtc.direct_api().stream_rx(&p.header.ssrc) {
                         rx.suppress_nack(true);
