@@ -13,7 +13,10 @@
 //!
 //! Packets older than the play-out point are late and dropped; duplicates are dropped; when
 //! more than `max_depth` frames pile up (a sender burst, clock drift) the oldest are dropped
-//! down to the target depth so latency cannot grow without bound.
+//! down to the target depth so latency cannot grow without bound. A smaller standing queue
+//! (a burst after a stall leaves frames waiting that never drain, since one is pulled per
+//! tick) is worn down too: when more than the target has stayed buffered for `shrink_after`
+//! pulls in a row, the oldest frame is dropped.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -32,6 +35,9 @@ pub struct JitterConfig {
     /// Consecutive pulls concealed with nothing buffered before going back to buffering
     /// (the sender stopped: hold, DTX, end of a talk spurt).
     pub max_concealed: usize,
+    /// Consecutive pulls that leave more than `target_depth` frames buffered before the
+    /// oldest is dropped (one frame less of standing delay); 0 never drops.
+    pub shrink_after: usize,
 }
 
 impl Default for JitterConfig {
@@ -41,6 +47,7 @@ impl Default for JitterConfig {
             target_wait: Duration::from_millis(40),
             max_depth: 12,
             max_concealed: 5,
+            shrink_after: 10,
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct JitterBuffer<T> {
     next: Option<u64>,
     first_arrival: Option<Instant>,
     concealed_run: usize,
+    /// Pulls in a row that left more than the target buffered.
+    standing_run: usize,
     dropped_overflow: u64,
 }
 
@@ -90,6 +99,7 @@ impl<T> JitterBuffer<T> {
             next: None,
             first_arrival: None,
             concealed_run: 0,
+            standing_run: 0,
             dropped_overflow: 0,
         }
     }
@@ -154,6 +164,7 @@ impl<T> JitterBuffer<T> {
         if let Some(frame) = self.frames.remove(&next) {
             self.next = Some(next + 1);
             self.concealed_run = 0;
+            self.wear_down_standing_queue();
             return Pull::Frame(frame);
         }
         if self.frames.is_empty() {
@@ -166,6 +177,23 @@ impl<T> JitterBuffer<T> {
         }
         self.next = Some(next + 1);
         Pull::Missing
+    }
+
+    /// Drops the oldest buffered frame once more than the target has stayed buffered for
+    /// `shrink_after` pulls in a row (see the module docs).
+    fn wear_down_standing_queue(&mut self) {
+        if self.config.shrink_after == 0 || self.frames.len() <= self.config.target_depth {
+            self.standing_run = 0;
+            return;
+        }
+        self.standing_run += 1;
+        if self.standing_run >= self.config.shrink_after {
+            self.standing_run = 0;
+            if let Some((oldest, _)) = self.frames.pop_first() {
+                self.dropped_overflow += 1;
+                self.next = Some(oldest + 1);
+            }
+        }
     }
 
     /// The frame that will play next, if buffered: after a [`Pull::Missing`] this is the
@@ -200,6 +228,7 @@ impl<T> JitterBuffer<T> {
         self.next = None;
         self.first_arrival = None;
         self.concealed_run = 0;
+        self.standing_run = 0;
     }
 }
 
@@ -247,6 +276,71 @@ mod tests {
         }
         assert_eq!(jb.pull(t0), Pull::Frame(18));
         assert_eq!(jb.dropped_overflow(), 18);
+    }
+
+    #[test]
+    fn a_standing_queue_after_a_burst_is_worn_down_to_the_target() {
+        let t0 = crate::test_epoch();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            target_depth: 0,
+            target_wait: Duration::ZERO,
+            ..cfg()
+        });
+        let tick = |i: u64| t0 + Duration::from_millis(20 * i);
+        let mut seq = 0u16;
+        let mut played = Vec::new();
+        // steady: one frame in, one out
+        for i in 0..10 {
+            jb.push(SeqNo(seq), seq, tick(i));
+            seq += 1;
+            if let Pull::Frame(f) = jb.pull(tick(i)) {
+                played.push(f);
+            }
+        }
+        assert_eq!(jb.len(), 0);
+        // the sender stalls 160 ms (conceal, then back to buffering), then its eight held
+        // frames arrive together: after the first plays, seven stand in the buffer
+        for i in 10..18 {
+            assert_ne!(jb.pull(tick(i)), Pull::Frame(0));
+        }
+        for _ in 0..8 {
+            jb.push(SeqNo(seq), seq, tick(18));
+            seq += 1;
+        }
+        let mut depth_after = Vec::new();
+        for i in 18..200 {
+            if i > 18 {
+                jb.push(SeqNo(seq), seq, tick(i));
+                seq += 1;
+            }
+            if let Pull::Frame(f) = jb.pull(tick(i)) {
+                played.push(f);
+            }
+            depth_after.push(jb.len());
+        }
+        // worn down one frame per 10 pulls, then back at the target for good
+        assert_eq!(depth_after[0], 7, "{depth_after:?}");
+        assert_eq!(jb.dropped_overflow(), 7, "{depth_after:?}");
+        assert!(depth_after[80..].iter().all(|d| *d == 0), "{depth_after:?}");
+        assert!(played.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn jitter_within_the_target_drops_nothing() {
+        let t0 = crate::test_epoch();
+        let mut jb = JitterBuffer::new(cfg());
+        // packets alternate early and late by up to a frame around a 2-frame target
+        for i in 0..500u64 {
+            let now = t0 + Duration::from_millis(20 * i);
+            if i % 2 == 0 {
+                jb.push(SeqNo(i as u16), i, now);
+            } else {
+                jb.push(SeqNo(i as u16), i, now);
+                jb.push(SeqNo(i as u16 + 1), i + 1, now);
+            }
+            let _ = jb.pull(now);
+        }
+        assert_eq!(jb.dropped_overflow(), 0);
     }
 
     proptest! {
