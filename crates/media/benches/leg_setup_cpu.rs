@@ -24,25 +24,11 @@ use std::time::{Duration, Instant};
 use whatsip_media::phone::{PhoneConfig, PhonePeer};
 use whatsip_media::webrtc::{DtlsCertificates, DtlsIdentity, WaLeg, WaLegConfig, WaLegEvent};
 
+mod common;
+use common::{cpu_ticks, env_or};
+
 const LEG: &str = "127.0.0.1:40000";
 const PHONE: &str = "127.0.0.1:3484";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// utime + stime of this process, from /proc/self/stat (Linux), in clock ticks (1/100 s).
-fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
 
 #[derive(Default)]
 struct Times {

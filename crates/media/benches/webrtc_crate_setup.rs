@@ -43,21 +43,8 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let stime: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    utime + stime
-}
+mod common;
+use common::{cpu_ticks, env_or};
 
 fn opus_capability() -> RTCRtpCodecCapability {
     RTCRtpCodecCapability {
