@@ -25,6 +25,17 @@ struct Pair {
 }
 
 impl Pair {
+    fn new(leg: WaLeg, phone: PhonePeer, now: Instant) -> Self {
+        Self {
+            leg,
+            phone,
+            now,
+            leg_events: vec![],
+            phone_events: vec![],
+            leg_timeouts: 0,
+        }
+    }
+
     /// Moves datagrams both ways and fires timers until `until`, bounded in steps.
     fn run(&mut self, until: Instant) {
         for _ in 0..100_000 {
@@ -89,14 +100,7 @@ fn user_initiated() -> Pair {
         ..WaLegConfig::default()
     };
     let (leg, answer) = WaLeg::answer(&leg_cfg, &offer, now).unwrap();
-    let mut pair = Pair {
-        leg,
-        phone,
-        now,
-        leg_events: vec![],
-        phone_events: vec![],
-        leg_timeouts: 0,
-    };
+    let mut pair = Pair::new(leg, phone, now);
     pair.phone.accept_answer(&answer, now).unwrap();
     pair
 }
@@ -218,14 +222,7 @@ fn business_offer_answered_by_phone_with_either_dtls_role_connects() {
         assert_eq!(s.setup, Some(role));
         assert_eq!(s.mid, SdpSummary::parse(&offer).mid);
         leg.accept_answer(&answer, now).unwrap();
-        let mut pair = Pair {
-            leg,
-            phone,
-            now,
-            leg_events: vec![],
-            phone_events: vec![],
-            leg_timeouts: 0,
-        };
+        let mut pair = Pair::new(leg, phone, now);
         pair.run(now + Duration::from_secs(5));
         assert!(
             pair.leg.is_connected() && pair.phone.is_connected(),
@@ -269,14 +266,7 @@ fn call_with(
         ..WaLegConfig::default()
     };
     let (leg, answer) = WaLeg::answer(&leg_cfg, &offer, now).unwrap();
-    let mut pair = Pair {
-        leg,
-        phone,
-        now,
-        leg_events: vec![],
-        phone_events: vec![],
-        leg_timeouts: 0,
-    };
+    let mut pair = Pair::new(leg, phone, now);
     pair.phone.accept_answer(&answer, now).unwrap();
     (pair, offer, answer)
 }
@@ -371,14 +361,7 @@ fn wrong_fingerprint_in_the_answer_fails_the_handshake() {
     assert_ne!(other.fingerprint_sha256(), real.fingerprint_sha256());
     let forged = answer.replace(real.fingerprint_sha256(), other.fingerprint_sha256());
     assert_ne!(forged, answer);
-    let mut pair = Pair {
-        leg,
-        phone,
-        now,
-        leg_events: vec![],
-        phone_events: vec![],
-        leg_timeouts: 0,
-    };
+    let mut pair = Pair::new(leg, phone, now);
     pair.phone.accept_answer(&forged, now).unwrap();
     pair.run(now + Duration::from_secs(5));
     assert!(!pair.phone.is_connected(), "{:?}", pair.phone_events);
