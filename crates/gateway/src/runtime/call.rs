@@ -1042,9 +1042,16 @@ impl<S: WhatsAppSide + 'static> CallTask<S> {
     // ---- teardown ---------------------------------------------------------------------
 
     async fn stop_media(&mut self) {
-        if let Some(m) = self.media.take() {
+        if let Some(mut m) = self.media.take() {
             let _ = m.handle.commands.send(MediaCommand::Stop).await;
-            match tokio::time::timeout(Duration::from_secs(5), m.handle.join).await {
+            let joined = tokio::time::timeout(Duration::from_secs(5), m.handle.join).await;
+            for (digit, from_whatsapp) in late_dtmf(&mut m.events) {
+                self.milestone(MilestoneKind::Dtmf {
+                    digit,
+                    from_whatsapp,
+                });
+            }
+            match joined {
                 Ok(Ok(stats)) => {
                     debug!(?stats, "pbx media stopped");
                     let p = &stats.path;
@@ -1190,6 +1197,20 @@ pub(crate) fn forward_to_wa(wa: Option<&WaCallHandle>, p: RtpPacket) {
     }
 }
 
+/// The DTMF digits a stopped PBX media task reported that the call task had not handled yet,
+/// as (digit, from WhatsApp), in order. RTP does not pass through the call task, so a digit
+/// can reach the far end before its event reaches the call task; without this a digit
+/// pressed just before hang-up would be missing from the milestones and the CDR. Bounded by
+/// the event channel's capacity.
+pub(crate) fn late_dtmf(events: &mut mpsc::Receiver<RelayEvent>) -> Vec<(char, bool)> {
+    std::iter::from_fn(|| events.try_recv().ok())
+        .filter_map(|e| match e {
+            RelayEvent::DtmfDigit { from, digit, .. } => Some((digit, from == Leg::Wa)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits for a PBX media task that ended on its own (it should not before `Stop`).
 pub(crate) async fn reap_media_task(handle: PbxMediaHandle) {
     warn!("pbx media task ended");
@@ -1267,4 +1288,30 @@ pub(crate) fn start_pbx_leg(
         debug!("media legs not linked directly (queue full); relaying through the call task");
     }
     Ok((handle, wa_out, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_dtmf_keeps_every_pending_digit_in_order_and_nothing_else() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let digit = |from, digit| RelayEvent::DtmfDigit {
+            from,
+            digit,
+            duration: Duration::from_millis(100),
+            inband: false,
+        };
+        tx.try_send(digit(Leg::Wa, '5')).unwrap();
+        tx.try_send(RelayEvent::FirstPacket { leg: Leg::Pbx })
+            .unwrap();
+        tx.try_send(digit(Leg::Pbx, '5')).unwrap();
+        tx.try_send(digit(Leg::Pbx, '#')).unwrap();
+        assert_eq!(
+            late_dtmf(&mut rx),
+            vec![('5', true), ('5', false), ('#', false)]
+        );
+        assert!(late_dtmf(&mut rx).is_empty());
+    }
 }

@@ -1333,9 +1333,16 @@ impl OutTask {
     }
 
     async fn stop_media(&mut self) {
-        if let Some(m) = self.media.take() {
+        if let Some(mut m) = self.media.take() {
             let _ = m.handle.commands.send(MediaCommand::Stop).await;
-            match tokio::time::timeout(Duration::from_secs(5), m.handle.join).await {
+            let joined = tokio::time::timeout(Duration::from_secs(5), m.handle.join).await;
+            for (digit, from_whatsapp) in super::call::late_dtmf(&mut m.events) {
+                self.milestone(MilestoneKind::Dtmf {
+                    digit,
+                    from_whatsapp,
+                });
+            }
+            match joined {
                 Ok(Ok(stats)) => self.cdr_lock().media_stats(&stats),
                 Ok(Err(e)) => warn!(error = %e, "pbx media task failed"),
                 Err(_) => warn!("pbx media task did not stop in time"),
